@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sftlab.evaluate.backends.base import GenerateRequest, LoglikelihoodRequest
-from sftlab.evaluate.backends.hf import HFBackend, cut_at_stop
+from sftlab.evaluate.backends.hf import HFBackend
+from sftlab.models.generation import cut_at_stop
 
 SHOTS = "".join(f"Question: what is {i} plus {i}?\nAnswer: {2 * i}\n\n" for i in range(6))
 

@@ -13,15 +13,16 @@ import httpx
 import pytest
 import torch
 
+from sftlab.models.runtime import load_for_inference
 from sftlab.serve.app import create_app
-from sftlab.serve.engine import load_model
 
 TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_llama):
-    return load_model(str(tiny_llama), device="cpu")
+    loaded = load_for_inference(str(tiny_llama), device="cpu")
+    return loaded.model, loaded.tokenizer
 
 
 @pytest.fixture()
@@ -268,7 +269,8 @@ def test_lora_checkpoint_folder_is_served_with_its_base(tiny_llama, tiny, tmp_pa
     ckpt = tmp_path / "ckpt" / "run" / "epoch-1"
     peft_model.save_pretrained(ckpt)
     (ckpt / "sftlab_base.json").write_text(json.dumps({"base_model": str(tiny_llama)}))
-    served, tokenizer = load_model(str(ckpt), device="cpu")
+    loaded = load_for_inference(str(ckpt), device="cpu")
+    served, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer("Hello there", return_tensors="pt")["input_ids"]
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), ckpt)
     with torch.no_grad():

@@ -48,11 +48,12 @@ def serve(opts: ServeOptions) -> None:
     """Load the model and serve it until SIGTERM/SIGINT."""
     sock = _bind(opts.host, opts.port)  # before any heavy import: a busy port fails fast
     try:
+        from sftlab.models.runtime import load_for_inference
         from sftlab.serve.app import create_app
-        from sftlab.serve.engine import load_model
 
-        model, tokenizer = load_model(opts.model, opts.adapter, dtype=opts.dtype,
-                                      device=opts.device, trust_remote_code=opts.trust_remote_code)
+        loaded = load_for_inference(opts.model, adapter=opts.adapter, dtype=opts.dtype,
+                                    device=opts.device, trust_remote_code=opts.trust_remote_code)
+        model, tokenizer = loaded.model, loaded.tokenizer
     except BaseException:
         sock.close()
         raise

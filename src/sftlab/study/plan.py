@@ -122,7 +122,7 @@ def filter_identity(study: Study) -> dict:
         "seed": study.seed,
         "template": study.template,
         "max_length": study.max_length,
-        "tokenizers": sorted(f"{m.path}@{m.revision or ''}" for m in study.models),
+        "tokenizers": sorted(f"{study.model_key(m.path)}@{m.revision or ''}" for m in study.models),
     }
 
 
@@ -208,7 +208,7 @@ def _data_choices(study: Study):
 def _run(study: Study, model, method: str, setting: str, names: list[str], size: int,
          data_key: str, left_out: str | None) -> RunSpec:
     identity = {
-        "model": {"path": model.path, "revision": model.revision,
+        "model": {"path": study.model_key(model.path), "revision": model.revision,
                   "trust_remote_code": model.trust_remote_code},
         "method": method_identity(study, method),
         "data": data_key,
@@ -261,7 +261,7 @@ def _evaluations(study: Study, runs: list[RunSpec], epochs: dict[str, list[int]]
     if study.evaluation.include_base:
         targets += [(f"base-{m.name}", m.name, 0) for m in study.models]
     targets += [(r.id, r.model, e) for r in runs for e in epochs[r.id]]
-    base_paths = {f"base-{m.name}": m.path for m in study.models}
+    base_paths = {f"base-{m.name}": study.model_key(m.path) for m in study.models}
     out = []
     for bench in study.evaluation.benchmarks:
         for shots in bench.shots:

@@ -298,13 +298,23 @@ class Study(_Strict):
         return Path(self.output_dir) if self.output_dir is not None else Path("runs") / self.name
 
     def resolve_model_path(self, path: str) -> str:
-        """A model path ready for ``from_pretrained``: ``tiny:<arch>`` is built on first
-        use; a relative local folder is found as :meth:`resolve_path` finds data."""
-        from sftlab.study.resolve import TINY_PREFIX, resolve_model_path
+        """A model path ready for ``from_pretrained``: ``tiny:<arch>`` is built and a GGUF
+        file, ``pkg:`` file or alias converted on first use (:mod:`sftlab.models.sources`);
+        a relative local folder or file is found as :meth:`resolve_path` finds data."""
+        from sftlab.models.sources import TINY_PREFIX, is_file_source, resolve_model_source
 
         if path.startswith(TINY_PREFIX):
-            return resolve_model_path(path)
+            return resolve_model_source(path)
+        if is_file_source(path):
+            return resolve_model_source(self.resolve_path(path))
         return self.resolve_path(path)
+
+    def model_key(self, path: str) -> str:
+        """What run ids record for a model path: the path itself, or ``gguf:<sha256>`` of
+        the bytes of a model file (GGUF, ``pkg:``, alias), so a changed file is new work."""
+        from sftlab.models.sources import is_file_source, source_key
+
+        return source_key(self.resolve_path(path)) if is_file_source(path) else path
 
     def resolve_path(self, path: str) -> str:
         """A dataset or benchmark path as the study means it.

@@ -74,31 +74,20 @@ def resolve_attention(requested: str | None) -> str | None:
 
 def load_model(model_path: str, cfg: TrainConfig, precision: str, attention: str | None):
     """The base model: fp32 weights for full runs (mixed precision), bf16 bases for adapters."""
-    from transformers import AutoModelForCausalLM
+    from sftlab.models.runtime import load_model as runtime_load_model
 
-    dtype = torch.float32
+    dtype = "float32"
     if cfg.method_type != "full" and precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
-    if attention:
-        kwargs["attn_implementation"] = attention
-    try:
-        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except (OSError, ValueError) as err:  # a missing / broken folder, an unknown hub id
-        raise UserError(f"cannot load the model '{model_path}': {err}") from None
+        dtype = "bfloat16" if precision == "bf16" else "float16"
+    return runtime_load_model(model_path, device=None, dtype=dtype, attention=attention,
+                              trust_remote_code=cfg.trust_remote_code)
 
 
 def load_tokenizer(model_path: str, cfg: TrainConfig):
-    from transformers import AutoTokenizer
+    from sftlab.models.runtime import load_tokenizer as runtime_load_tokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path,
-                                                  trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the tokenizer of '{model_path}': {err}") from None
-    if tokenizer.eos_token is None:
-        raise UserError(f"the tokenizer of {model_path} has no EOS token; responses need one")
-    return tokenizer
+    return runtime_load_tokenizer(model_path, trust_remote_code=cfg.trust_remote_code,
+                                  require_eos=True)
 
 
 def peft_config(cfg: TrainConfig):

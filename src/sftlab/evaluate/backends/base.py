@@ -39,6 +39,7 @@ class GenerateRequest:
     top_p: float = 1.0
     n: int = 1
     seed: int = 0
+    key: str = ""  # the item's identity for per-sample seeds; "" = the prompt itself
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sftlab.errors import UserError
@@ -51,21 +50,6 @@ class _Row:
     targets: list[_Target] = field(default_factory=list)
 
 
-def resolve_model_and_adapter(model: str, adapter: str | None) -> tuple[str, str | None]:
-    """A PEFT adapter folder given as the model is split into (base model, adapter)."""
-    import json
-
-    path = Path(model)
-    if adapter is None and (path / "adapter_config.json").is_file():
-        adapter = model
-        base_file = path / "sftlab_base.json"
-        if base_file.is_file():
-            model = json.loads(base_file.read_text())["base_model"]
-        else:
-            model = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-    return model, adapter
-
-
 class HFBackend:
     """A transformers model answering loglikelihood and generate requests."""
 
@@ -75,28 +59,17 @@ class HFBackend:
                  dtype: str | None = None, batch_size: int | None = None,
                  max_batch_tokens: int | None = None, trust_remote_code: bool = False,
                  add_special_tokens: bool = True, pair_split: str = "lm-eval") -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from sftlab.models.runtime import load_for_inference
 
-        model, adapter = resolve_model_and_adapter(model, adapter)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype_name = dtype or ("bfloat16" if self.device.type == "cuda" else "float32")
-        self.model_path, self.adapter = model, adapter
-        self.add_special_tokens = add_special_tokens
         if pair_split not in ("lm-eval", "separate"):
             raise UserError(f"pair_split must be 'lm-eval' or 'separate', got {pair_split!r}")
         self.pair_split = pair_split
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-            lm = AutoModelForCausalLM.from_pretrained(
-                model, dtype=getattr(torch, self.dtype_name), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load model {model!r}: {err}") from err
-        if adapter:
-            from peft import PeftModel
-
-            lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
-        self.model = lm.to(self.device).eval()
+        self.add_special_tokens = add_special_tokens
+        loaded = load_for_inference(model, adapter=adapter, device=device, dtype=dtype,
+                                    trust_remote_code=trust_remote_code)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.device, self.dtype_name = loaded.device, loaded.dtype
+        self.model_path, self.adapter = loaded.path, loaded.adapter
         on_gpu = self.device.type == "cuda"
         self.batch_size = batch_size or (64 if on_gpu else 32)
         self.max_batch_tokens = max_batch_tokens or (32768 if on_gpu else 8192)
@@ -272,70 +245,36 @@ class HFBackend:
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: list[GenerateRequest]) -> list[GenerateResult]:
-        """Generated texts, cut before the first stop sequence."""
-        encoded = [self._truncate(self.encode(r.prompt), r.max_new_tokens) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
-        results: list[GenerateResult | None] = [None] * len(requests)
-        groups: dict[tuple, list[int]] = {}
-        for i in order:
-            r = requests[i]
-            groups.setdefault((r.stop, r.max_new_tokens, r.temperature, r.top_p, r.n, r.seed),
-                              []).append(i)
-        for key, idxs in groups.items():
-            n = key[4]
-            size = max(1, self.batch_size // max(1, n))
-            for start in range(0, len(idxs), size):
-                chunk = idxs[start : start + size]
-                texts, counts = self._generate_batch([encoded[i] for i in chunk], requests[chunk[0]])
-                for j, i in enumerate(chunk):
-                    results[i] = GenerateResult(texts[j], len(encoded[i]), counts[j])
-        return [r for r in results if r is not None]
+        """``n`` texts per request, cut before the first stop sequence.
+
+        Each sample is one row of the shared generation path; a sampled row's
+        generator is seeded from (request seed, item, sample index) only, so outputs
+        do not depend on the batch size, the order or the other requests.
+        """
+        from sftlab.models.generation import GenRow, generate_rows, sample_seed
+
+        rows: list[GenRow] = []
+        for r in requests:
+            prompt = self._truncate(self.encode(r.prompt), r.max_new_tokens)
+            sampled = r.n > 1 or r.temperature > 0
+            temperature = (r.temperature or 1.0) if sampled else 0.0
+            for s in range(r.n):
+                seed = sample_seed(r.seed, r.key or r.prompt, s) if sampled else None
+                rows.append(GenRow(prompt, r.max_new_tokens, temperature, r.top_p,
+                                   tuple(x for x in r.stop if x), seed))
+        outs = generate_rows(self.model, self.tokenizer, rows, batch_size=self.batch_size)
+        results, k = [], 0
+        for r in requests:
+            group = outs[k : k + r.n]
+            k += r.n
+            results.append(GenerateResult([g.text for g in group], len(rows[k - 1].prompt_ids),
+                                          [len(g.ids) for g in group]))
+        return results
 
     def _truncate(self, prompt: list[int], max_new_tokens: int) -> list[int]:
         """Keep the end of a prompt that would not leave room for the new tokens."""
         room = max(1, self.max_length - max_new_tokens)
         return prompt[-room:] if len(prompt) > room else prompt
-
-    def _generate_batch(self, prompts: list[list[int]],
-                        req: GenerateRequest) -> tuple[list[list[str]], list[list[int]]]:
-        import torch
-
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, p in enumerate(prompts):
-            ids[b, width - len(p):] = torch.tensor(p)
-            mask[b, width - len(p):] = 1
-        sampling = req.n > 1 or req.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": req.max_new_tokens, "pad_token_id": pad,
-                                  "num_return_sequences": req.n, "do_sample": sampling}
-        if sampling:
-            kwargs |= {"temperature": req.temperature or 1.0, "top_p": req.top_p, "top_k": 0}
-            torch.manual_seed(req.seed)
-        else:
-            kwargs |= {"temperature": None, "top_p": None, "top_k": None}
-        stops = [s for s in req.stop if s]
-        if stops:
-            kwargs |= {"stop_strings": stops, "tokenizer": self.tokenizer}
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids.to(self.device),
-                                      attention_mask=mask.to(self.device), **kwargs)
-        new = out[:, width:].cpu()
-        texts: list[list[str]] = []
-        counts: list[list[int]] = []
-        for b in range(len(prompts)):
-            group_t, group_c = [], []
-            for s in range(req.n):
-                toks = new[b * req.n + s].tolist()
-                toks = _until_eos(toks, self.tokenizer.eos_token_id)
-                group_t.append(cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True),
-                                           stops))
-                group_c.append(len(toks))
-            texts.append(group_t)
-            counts.append(group_c)
-        return texts, counts
 
     # ------------------------------------------------------------------ provenance
 
@@ -350,19 +289,3 @@ class HFBackend:
                 "add_special_tokens": self.add_special_tokens, "pair_split": self.pair_split,
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "peft": peft.__version__}}
-
-
-def _until_eos(tokens: list[int], eos: int | None) -> list[int]:
-    """Tokens before the first EOS (the rest is padding of a finished sequence)."""
-    return tokens[: tokens.index(eos)] if eos is not None and eos in tokens else tokens
-
-
-def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
-    """``text`` before the earliest occurrence of any stop sequence."""
-    cut = len(text)
-    for s in stops:
-        pos = text.find(s)
-        if pos != -1:
-            cut = min(cut, pos)
-    return text[:cut]
-

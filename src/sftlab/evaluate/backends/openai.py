@@ -26,7 +26,7 @@ from sftlab.evaluate.backends.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
 )
-from sftlab.evaluate.backends.hf import cut_at_stop
+from sftlab.models.generation import cut_at_stop
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from sftlab.evaluate.backends.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
 )
-from sftlab.evaluate.backends.hf import cut_at_stop, resolve_model_and_adapter
+from sftlab.models.generation import cut_at_stop
+from sftlab.models.runtime import resolve_model_and_adapter
+from sftlab.models.sources import resolve_model_source
 
 
 class VLLMBackend:
@@ -38,6 +40,7 @@ class VLLMBackend:
             raise UserError("the vllm backend needs vLLM: pip install 'sftlab[vllm]'") from err
         model, adapter = resolve_model_and_adapter(model, adapter)
         self.model_path, self.dtype = model, dtype or "bfloat16"
+        model = resolve_model_source(model)
         self.add_special_tokens = add_special_tokens
         self.llm = LLM(model=model, dtype=self.dtype, enable_lora=True, max_lora_rank=max_lora_rank,
                        max_loras=max_loras, gpu_memory_utilization=gpu_memory_utilization,

@@ -1,0 +1,236 @@
+"""The one generation path: the hf evaluation backend and ``sftlab serve`` call it.
+
+Rows (one prompt, one sample each) are sorted by length and run through
+``model.generate`` in batches with left padding. Every row keeps its own
+temperature, top-p, seed, stop strings and token budget:
+
+- a logits processor draws each row's next token with the row's own
+  ``torch.Generator``, so a sampled row gives the same text whatever it is batched
+  with, in whatever order (up to float noise of padded batches);
+- a stopping criterion ends each row at its budget or at its first stop string;
+- the text is cut before the earliest stop string and the tokens after the first
+  EOS (or trailing padding) are dropped.
+
+:func:`sample_seed` derives a row's seed from (seed, item, sample index) alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+
+
+@dataclass
+class GenRow:
+    """One prompt to continue with one sample."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int = 16
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # the row's own generator; None: fresh entropy
+
+
+@dataclass
+class Generated:
+    ids: list[int]  # completion tokens, before EOS and the stop string
+    text: str
+    finish_reason: str  # "stop" | "length"
+    step_logits: list[torch.Tensor] | None = None  # one [vocab] tensor per kept token
+
+
+def sample_seed(seed: int, item: str, sample: int) -> int:
+    """A 63-bit generator seed that depends on (seed, item, sample index) only."""
+    digest = hashlib.sha256(f"{seed}\x00{item}\x00{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The generation config's EOS ids plus the tokenizer's."""
+    ids = model.generation_config.eos_token_id if model.generation_config else None
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def context_length(model: Any, tokenizer: Any) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return int(limit) if limit else int(min(tokenizer.model_max_length, 1 << 20))
+
+
+def generate_rows(model: Any, tokenizer: Any, rows: list[GenRow], *, batch_size: int = 8,
+                  max_batch_tokens: int | None = None,
+                  keep_logits: bool = False) -> list[Generated]:
+    """Generate every row; the results come back in the rows' order.
+
+    Rows are sorted by prompt length (longest first) and batched by ``batch_size``
+    rows and, when given, ``max_batch_tokens`` (prompt plus budget, padded).
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos = eos_token_ids(model, tokenizer)
+    results: list[Generated | None] = [None] * len(rows)
+    for chunk in _batches(rows, batch_size, max_batch_tokens):
+        outs = _generate_batch(model, tokenizer, [rows[i] for i in chunk], eos, keep_logits)
+        for i, out in zip(chunk, outs, strict=True):
+            results[i] = out
+    return results  # type: ignore[return-value]
+
+
+def _batches(rows: list[GenRow], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i].prompt_ids))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = len(rows[current[0]].prompt_ids) if current else len(rows[i].prompt_ids)
+        budget = max([rows[j].max_new_tokens for j in current] + [rows[i].max_new_tokens])
+        too_many = max_tokens is not None and current and \
+            (len(current) + 1) * (width + budget) > max_tokens
+        if current and (len(current) >= batch_size or too_many):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def left_padded(id_lists: list[list[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask of left-padded rows."""
+    width = max(len(ids) for ids in id_lists)
+    input_ids = torch.full((len(id_lists), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(id_lists), width), dtype=torch.long)
+    for i, ids in enumerate(id_lists):
+        if ids:
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[int],
+                    keep_logits: bool) -> list[Generated]:
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+    device = next(model.parameters()).device
+    input_ids, mask = left_padded([r.prompt_ids for r in rows], tokenizer.pad_token_id, device)
+    prompt_len = input_ids.shape[1]
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max(1, max(r.max_new_tokens for r in rows)),
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+        return_dict_in_generate=True, output_logits=keep_logits,
+        temperature=None, top_p=None, top_k=None,
+    )
+    out = model.generate(
+        input_ids=input_ids, attention_mask=mask, generation_config=config,
+        logits_processor=LogitsProcessorList([RowSampler(rows, device)]),
+        stopping_criteria=StoppingCriteriaList([RowStopper(rows, prompt_len, tokenizer)]),
+    )
+    new_ids = out.sequences[:, prompt_len:].tolist()
+    return [_finish(tokenizer, row, new_ids[b], eos, out.logits if keep_logits else None, b)
+            for b, row in enumerate(rows)]
+
+
+def _finish(tokenizer: Any, row: GenRow, ids: list[int], eos: list[int],
+            logits: tuple[torch.Tensor, ...] | None, b: int) -> Generated:
+    ids = ids[:row.max_new_tokens]
+    reason = "length"
+    for k, tok in enumerate(ids):
+        if tok in eos:
+            ids, reason = ids[:k], "stop"
+            break
+    while ids and ids[-1] == tokenizer.pad_token_id:  # rows that stopped early
+        ids = ids[:-1]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    cut = min((text.find(s) for s in row.stop if s and s in text), default=-1)
+    if cut >= 0:
+        text, reason = text[:cut], "stop"
+        ids = _ids_covering(tokenizer, ids, cut)
+    steps = [logits[k][b] for k in range(len(ids))] if logits is not None else None
+    return Generated(ids, text, reason, steps)
+
+
+def _ids_covering(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose text reaches ``n_chars`` characters."""
+    for k in range(len(ids) + 1):
+        if len(tokenizer.decode(ids[:k], skip_special_tokens=True)) >= n_chars:
+            return ids[:k]
+    return ids
+
+
+def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
+    """``text`` before the earliest occurrence of any stop sequence."""
+    cut = len(text)
+    for s in stops:
+        pos = text.find(s) if s else -1
+        if pos != -1:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+class RowSampler(LogitsProcessor):
+    """Draws each row's next token with its own temperature, top-p and generator.
+
+    Returns scores that are ``-inf`` everywhere except the chosen token, so the greedy
+    search of ``generate`` picks exactly that token.
+    """
+
+    def __init__(self, rows: list[GenRow], device: torch.device):
+        self.rows = rows
+        self.generators: list[torch.Generator | None] = []
+        for row in rows:
+            gen = None
+            if row.temperature > 0:
+                gen = torch.Generator(device=device)
+                if row.seed is None:
+                    gen.seed()
+                else:
+                    gen.manual_seed(row.seed)
+            self.generators.append(gen)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        choice = scores.argmax(dim=-1)  # greedy rows (temperature 0) keep this
+        if not any(self.generators):
+            return scores
+        for i, row in enumerate(self.rows):
+            if row.temperature > 0:
+                choice[i] = self._choose(i, row, scores[i])
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, choice[:, None], 0.0)
+        return out
+
+    def _choose(self, i: int, row: GenRow, logits: torch.Tensor) -> int:
+        probs = torch.softmax(logits.float() / row.temperature, dim=-1)
+        if row.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < row.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+        return int(torch.multinomial(probs, 1, generator=self.generators[i]))
+
+
+class RowStopper(StoppingCriteria):
+    """Ends each row at its own token budget or at its first stop string."""
+
+    def __init__(self, rows: list[GenRow], prompt_len: int, tokenizer: Any):
+        self.rows = rows
+        self.prompt_len = prompt_len
+        self.tokenizer = tokenizer
+        self.windows = [max((len(s) for s in r.stop), default=0) + 8 for r in rows]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        n_new = input_ids.shape[1] - self.prompt_len
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i, row in enumerate(self.rows):
+            if n_new >= row.max_new_tokens:
+                done[i] = True
+            elif row.stop:
+                tail = input_ids[i, max(self.prompt_len, input_ids.shape[1] - self.windows[i]):]
+                text = self.tokenizer.decode(tail, skip_special_tokens=True)
+                done[i] = any(s and s in text for s in row.stop)
+        return done
