@@ -34,6 +34,8 @@ evaluation splits (disjoint from every training row)
                               the facts asked in NQ's style, never in an Alpaca wording.
                               A closed set: the dev split holds at most 83 questions
                               (all of them but the 25 few-shot ones).
+real-model demo (:mod:`sftlab.data.demo_facts`: invented facts no pretrained model knows)
+    ``demo_facts.json``       Alpaca shape; ``demo_questions.jsonl`` NQ-open shape.
 
 The returned mapping uses the file stem as name (``"gsm8k_test"``, ``"mbpp"`` ...).
 """
@@ -50,6 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sftlab.data.demo_facts import demo_splits
 from sftlab.errors import UserError
 
 Row = dict[str, Any]
@@ -383,12 +386,13 @@ def embedded_splits(seed: int = 0, n_train: int = 2000, n_eval: int = 100) -> di
                          seed, n_shot, n_eval, "dev"),
         **hellaswag_splits(seed, n_shot, n_eval),
         **nq_open_splits(seed, n_eval),
+        **demo_splits(),
     }
 
 
 # ---------------------------------------------------------------- files
 
-SUFFIXES = {"alpaca_data": ".json", "mmlu_dev": ".csv", "mmlu_test": ".csv", "mmlu_train": ".csv"}
+SUFFIXES = {"alpaca_data": ".json", "demo_facts": ".json", "mmlu_dev": ".csv", "mmlu_test": ".csv", "mmlu_train": ".csv"}
 
 
 def render_file(name: str, rows: list[Row]) -> str:

@@ -14,19 +14,18 @@ hub ids, ``gguf:<sha256>`` for a file converted from GGUF, so a changed file is 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from sftlab.errors import UserError
+from sftlab.fingerprint import file_sha256
 
 TINY_PREFIX = "tiny:"
 PKG_PREFIX = "pkg:"
 TINY_ARCHS = ("llama", "qwen2", "olmo")
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # of the tiny models and the embedded data
 CONVERT_VERSION = "1"  # bump when the converted folder's layout changes
 
 
@@ -94,19 +93,9 @@ def _package_file(spec: str, *, install: str | None) -> Path:
     return path
 
 
-@lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (memoised per path, size and modification time)."""
-    st = path.stat()
-    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    """sha256 of a model file's bytes."""
+    return file_sha256(path)
 
 
 def source_key(source: str) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 from sftlab.errors import UserError
+from sftlab.fingerprint import file_sha256
 from sftlab.study.spec import BenchmarkSpec, DatasetSpec, Study
 
 EXECUTION_ONLY = ("micro_batch_size", "gradient_checkpointing")
@@ -143,18 +144,8 @@ def source_fingerprint(path: str) -> str | None:
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat()
         digest.update(str(file.relative_to(local) if local.is_dir() else "").encode())
-        digest.update(_file_sha256(str(file.resolve()), stat.st_size, stat.st_mtime_ns).encode())
-    return digest.hexdigest()
-
-
-@lru_cache(maxsize=4096)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
+        digest.update(file_sha256(file).encode())
     return digest.hexdigest()
 
 
