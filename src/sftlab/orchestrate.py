@@ -425,6 +425,8 @@ class Scheduler:
         runs = p.run_index
         model_paths = {m.name: m.path for m in p.study.models}
         out = []
+        if p.study.evaluation.backend == "vllm":
+            out = self._adapter_jobs(study_payload, groups, benches)
         for (target, epoch), specs in groups.items():
             run = runs.get(target)
             evals = [{**_eval_payload(e, benches[(e.task, e.shots, e.format)]),
@@ -437,6 +439,37 @@ class Scheduler:
             label = f"evaluate {_run_label(run) if run else target} epoch {epoch}"
             out.append((Job(job_id, "evaluate", self.handlers["evaluate"], payload,
                             {e.id: 1.0 for e in specs}, gpus=1, label=label), deps))
+        return out
+
+    def _adapter_jobs(self, study_payload: dict, groups: dict[tuple[str, int], list[EvalSpec]],
+                      benches: dict) -> list[tuple[Job, set[str]]]:
+        """With the vLLM backend: one job per base model for all its LoRA checkpoints that
+        need the same benchmarks (one engine, each checkpoint a LoRA request on it). The
+        base model, full and DoRA checkpoints (no vLLM LoRA) stay one job each and are
+        left in ``groups``."""
+        runs = self.the_plan.run_index
+        model_paths = {m.name: m.path for m in self.the_plan.study.models}
+        shared: dict[tuple[str, tuple], list[tuple[str, int]]] = defaultdict(list)
+        for (target, epoch), specs in groups.items():
+            run = runs.get(target)
+            if run is not None and run.method_type == "lora":
+                benchmarks = tuple(sorted((e.task, e.shots, e.format) for e in specs))
+                shared[(run.model, benchmarks)].append((target, epoch))
+        out = []
+        for (model, _), members in shared.items():
+            adapters = [{"target": t, "epoch": e,
+                         "evals": [{**_eval_payload(s, benches[(s.task, s.shots, s.format)]),
+                                    "options": self.task_options}
+                                   for s in sorted(groups[(t, e)], key=lambda s: (s.task, s.shots, s.format))]}
+                        for t, e in members]
+            specs = [s for key in members for s in groups.pop(key)]
+            job_id = f"eval-{model}-adapters-{content_hash(sorted(s.id for s in specs), 8)}"
+            payload = {**study_payload, "job_id": job_id, "model": model,
+                       "model_path": model_paths[model], "adapters": adapters}
+            deps = {t for t, _ in members} - self._done_units()
+            label = f"evaluate {model}: {len(members)} LoRA checkpoints on one engine"
+            out.append((Job(job_id, "evaluate", self.handlers["evaluate"], payload,
+                            {s.id: 1.0 for s in specs}, gpus=1, label=label), deps))
         return out
 
     def _enqueue(self, job: Job, deps: set[str]) -> None:

@@ -64,16 +64,15 @@ def train_job(payload: dict) -> dict:
 
 def evaluate_job(payload: dict) -> dict:
     """Evaluate one checkpoint (or base model) on its pending benchmarks, loading it once."""
-    from sftlab.evaluate.runner import TaskRequest, evaluate_model
+    from sftlab.evaluate.runner import evaluate_model
 
     _threads()
     study = study_of(payload)
+    if "adapters" in payload:
+        return _evaluate_adapters(study, payload)
     model, adapter = _model_and_adapter(study, payload)
     evals = payload["evals"]
-    tasks = [TaskRequest(task=e["task"], shots=e["shots"], format=e["format"],
-                         data=study.resolve_path(e["data"]) if e.get("data") else None,
-                         limit=e.get("limit"), options=_task_options(study, e))
-             for e in evals]
+    tasks = _task_requests(study, evals)
     out_dir = Path(study.out_dir)
     scratch = out_dir / "jobs" / f"scratch-{payload['job_id']}"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -84,6 +83,41 @@ def evaluate_job(payload: dict) -> dict:
         batch_size=ev.batch_size, progress=False)
     records = [_store_artefacts(out_dir, spec, result.to_dict())
                for spec, result in zip(evals, results, strict=True)]
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"evals": records}
+
+
+def _task_requests(study, evals: list[dict]) -> list:
+    from sftlab.evaluate.runner import TaskRequest
+
+    return [TaskRequest(task=e["task"], shots=e["shots"], format=e["format"],
+                        data=study.resolve_path(e["data"]) if e.get("data") else None,
+                        limit=e.get("limit"), options=_task_options(study, e))
+            for e in evals]
+
+
+def _evaluate_adapters(study, payload: dict) -> dict:
+    """Several LoRA checkpoints of one base model on the same benchmarks, through one
+    engine (the vLLM backend serves each checkpoint as a LoRA request)."""
+    from sftlab.evaluate.runner import evaluate_adapters
+    from sftlab.train.run import checkpoint_dir
+
+    members = payload["adapters"]
+    adapters = {f"{m['target']}-e{m['epoch']}": str(checkpoint_dir(study, m["target"], m["epoch"]))
+                for m in members}
+    out_dir = Path(study.out_dir)
+    scratch = out_dir / "jobs" / f"scratch-{payload['job_id']}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    ev = study.evaluation
+    results = evaluate_adapters(
+        study.resolve_model_path(payload["model_path"]), adapters,
+        tasks=_task_requests(study, members[0]["evals"]), backend=ev.backend, out_dir=scratch,
+        template=study.template if ev.use_template else None, seed=ev.seed,
+        batch_size=ev.batch_size)
+    records = []
+    for member, name in zip(members, adapters, strict=True):
+        records += [_store_artefacts(out_dir, spec, result.to_dict())
+                    for spec, result in zip(member["evals"], results[name], strict=True)]
     shutil.rmtree(scratch, ignore_errors=True)
     return {"evals": records}
 
