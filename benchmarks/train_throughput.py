@@ -1,6 +1,7 @@
 """Training throughput: sftlab vs TRL defaults vs TRL padding-free packing, side by side.
 
-The same tiny model (a few million parameters), the same data
+The same model (``--model``: a model source such as ``smollm2-135m``, the real
+SmolLM2-135M-Instruct; default a tiny llama of ``--hidden``/``--layers``), the same data
 (``../shared/data/code_alpaca_2k.json`` when present, else a generated set with a
 similar spread of lengths), the same hyperparameters (effective batch, micro-batch,
 learning rate, schedule, epochs, seed, precision, max length), trained three ways:
@@ -19,6 +20,11 @@ fraction of processed tokens, the mean training loss over the last quarter of
 steps, and the loss of each final model on the same held-out rows.
 
     .venv/bin/python benchmarks/train_throughput.py [--rows 512] [--epochs 1]
+    .venv/bin/python benchmarks/train_throughput.py --model smollm2-135m --methods full,lora \
+        --rows 128 --skip-packed
+
+``--methods full,lora`` trains each method both ways (LoRA: the same PEFT config,
+``r=16, alpha=32, all-linear``, given to sftlab and to TRL's ``peft_config``).
 
 On a GPU (``--device cuda``) it also reports model FLOPs utilisation for a
 model of ``--hidden``/``--layers`` size in bf16 (``--mfu-only`` skips the TRL runs).
@@ -100,20 +106,25 @@ def common_args(a) -> dict:
                 dataloader_pin_memory=False)
 
 
-def run_sftlab(model: Path, rows, a, workdir: Path):
-    from sftlab.train import TrainConfig
+LORA = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear")
+
+
+def run_sftlab(model: Path, rows, a, workdir: Path, method: str = "full"):
+    from sftlab.train import LoraConfigSpec, TrainConfig
     from sftlab.train.trainer import build_trainer
 
-    cfg = TrainConfig(method_type="full", learning_rate=a.lr, batch_size=a.batch_size,
+    cfg = TrainConfig(method_type=method, learning_rate=a.lr, batch_size=a.batch_size,
                       micro_batch_size=a.micro_batch_size, epochs=a.epochs, seed=a.seed,
                       lr_scheduler="cosine", warmup_ratio=0.03, logging_steps=1,
-                      max_length=a.max_length, precision="bf16" if a.device == "cuda" else "fp32")
-    trainer = build_trainer(str(model), rows, cfg, workdir / "sftlab", callbacks=[], progress=False)
+                      max_length=a.max_length, precision="bf16" if a.device == "cuda" else "fp32",
+                      lora=LoraConfigSpec(**LORA) if method == "lora" else None)
+    trainer = build_trainer(str(model), rows, cfg, workdir / f"sftlab-{method}", callbacks=[],
+                            progress=False)
     trainer.args.save_strategy = "no"
     return trainer
 
 
-def run_trl(model: Path, rows, a, workdir: Path, packed: bool):
+def run_trl(model: Path, rows, a, workdir: Path, packed: bool, method: str = "full"):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,11 +138,18 @@ def run_trl(model: Path, rows, a, workdir: Path, packed: bool):
         mean_len = a.mean_len
         micro = max(1, round(a.micro_batch_size * mean_len / a.max_length))
         extra = dict(packing=True, padding_free=True)
-    args = SFTConfig(output_dir=str(workdir / ("packed" if packed else "default")),
+    args = SFTConfig(output_dir=str(workdir / f"{'packed' if packed else 'default'}-{method}"),
                      per_device_train_batch_size=micro, gradient_accumulation_steps=accum,
                      max_length=a.max_length, **common_args(a), **extra)
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    trainer = SFTTrainer(model=lm, args=args, train_dataset=data, processing_class=tok)
+    peft = None
+    if method == "lora":
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                          target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=lm, args=args, train_dataset=data, processing_class=tok,
+                         peft_config=peft)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no per-step log dicts between the results
@@ -183,13 +201,27 @@ def eval_loss(model, tokenizer, rows, a) -> float:
     return total / max(count, 1)
 
 
-def mfu(trainer, result: dict, a) -> float | None:
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def parameter_count(model: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    return sum(p.numel() for p in lm.parameters())
+
+
+def mfu(params: int, result: dict, a) -> float | None:
     """Model FLOPs utilisation: 6 x params x tokens/s over the GPU's bf16 peak."""
     import torch
 
     if a.device != "cuda":
         return None
-    params = sum(p.numel() for p in trainer.model.parameters())
     peak = a.peak_tflops * 1e12
     name = torch.cuda.get_device_name()
     flops = 6 * params * result["tokens_per_second"]
@@ -207,6 +239,11 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--model", default=None,
+                        help="model source (folder, hub id, tiny:<arch>, .gguf, pkg:, alias such "
+                             "as smollm2-135m); default: a tiny llama of --hidden/--layers")
+    parser.add_argument("--methods", default="full", help="comma-separated: full, lora")
+    parser.add_argument("--skip-packed", action="store_true", help="leave out trl-packed")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -221,26 +258,36 @@ def main() -> None:
     train_rows, eval_rows = rows[: a.rows], rows[a.rows:]
     workdir = Path(tempfile.mkdtemp(prefix="sftlab-bench-"))
     try:
-        model = build_model(workdir, a.hidden, a.layers)
+        if a.model:
+            from sftlab.models.sources import resolve_model_source
+
+            model = Path(resolve_model_source(a.model))
+        else:
+            model = build_model(workdir, a.hidden, a.layers)
         from transformers import AutoTokenizer
 
         from sftlab.train.data import tokenize_rows
 
         lengths = [len(x) for x in tokenize_rows(train_rows, AutoTokenizer.from_pretrained(model))["input_ids"]]
         a.mean_len = sum(lengths) / len(lengths)
-        print(f"data: {source}; {len(train_rows)} rows, {sum(lengths)} tokens, "
-              f"length mean {a.mean_len:.0f} / max {max(lengths)}; device {a.device}")
-        results = []
-        sftlab_trainer = run_sftlab(model, train_rows, a, workdir)
-        results.append(measure("sftlab", sftlab_trainer, eval_rows, a))
-        if a.mfu_only:
-            mfu(sftlab_trainer, results[0], a)
-        else:
-            results.append(measure("trl-default", run_trl(model, train_rows, a, workdir, False),
-                                   eval_rows, a))
-            results.append(measure("trl-packed", run_trl(model, train_rows, a, workdir, True),
-                                   eval_rows, a))
-        report(results, a)
+        print(f"model: {a.model or 'tiny llama'} ({model}); data: {source}; {len(train_rows)} rows, "
+              f"{sum(lengths)} tokens, length mean {a.mean_len:.0f} / max {max(lengths)}; "
+              f"device {a.device}, torch threads {torch_threads()}")
+        for method in a.methods.split(","):
+            results = []
+            sftlab_trainer = run_sftlab(model, train_rows, a, workdir, method)
+            results.append(measure("sftlab", sftlab_trainer, eval_rows, a))
+            del sftlab_trainer
+            if a.mfu_only:
+                mfu(parameter_count(model), results[0], a)
+            else:
+                results.append(measure("trl-default", run_trl(model, train_rows, a, workdir,
+                                                              False, method), eval_rows, a))
+                if not a.skip_packed:
+                    results.append(measure("trl-packed", run_trl(model, train_rows, a, workdir,
+                                                                 True, method), eval_rows, a))
+            print(f"--- {method} ---")
+            report(results, a)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
