@@ -191,3 +191,29 @@ def test_one_loader_serves_training_evaluation_and_serving(tiny_llama, monkeypat
     trainer.load_model(str(tiny_llama), TrainConfig(method_type="full", learning_rate=1e-3,
                                                     batch_size=2, epochs=1), "fp32", None)
     assert calls == [str(tiny_llama)] * 3
+
+
+def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatch):
+    """A few-shot block shared by a batch is computed once (its KV expanded across the
+    rows), and the answers are the ones of plain left-padded generation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sftlab.models import generation
+    from sftlab.models.generation import GenRow, generate_rows
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    shots = tokenizer("Question: one two three four five. Answer: six\n" * 6)["input_ids"]
+    rows = [GenRow(shots + tokenizer(f" Question {i}:{' more' * i} Answer:",
+                                     add_special_tokens=False)["input_ids"], max_new_tokens=8,
+                   temperature=0.7 if i % 2 else 0.0, seed=i)
+            for i in range(5)]
+    used = []
+    real = generation._with_shared_prefix
+    monkeypatch.setattr(generation, "_with_shared_prefix",
+                        lambda *a, **k: used.append(a[2]) or real(*a, **k))
+    shared = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
+    assert len(used) == 1 and used[0] >= len(shots)  # one batch, the shots computed once
+    monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)
+    plain = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
+    assert shared == plain and all(shared)

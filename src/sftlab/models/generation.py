@@ -9,7 +9,10 @@ temperature, top-p, seed, stop strings and token budget:
   with, in whatever order (up to float noise of padded batches);
 - a stopping criterion ends each row at its budget or at its first stop string;
 - the text is cut before the earliest stop string and the tokens after the first
-  EOS (or trailing padding) are dropped.
+  EOS (or trailing padding) are dropped;
+- rows of a batch that share a long token prefix (a few-shot block, the n samples of
+  one prompt) compute it once: its KV cache is expanded across the batch and each row
+  continues as ``[prefix][padding][own suffix]``, the padding masked out.
 
 :func:`sample_seed` derives a row's seed from (seed, item, sample index) alone.
 """
@@ -22,6 +25,8 @@ from typing import Any
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
+
+MIN_SHARED_PREFIX = 32  # tokens: shorter shared prefixes are not worth a separate pass
 
 
 @dataclass
@@ -119,7 +124,13 @@ def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[in
     from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     device = next(model.parameters()).device
-    input_ids, mask = left_padded([r.prompt_ids for r in rows], tokenizer.pad_token_id, device)
+    shared = shared_prefix_length([r.prompt_ids for r in rows])
+    extra: dict[str, Any] = {}
+    if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
+        input_ids, mask, extra["cache"] = _with_shared_prefix(model, rows, shared,
+                                                              tokenizer.pad_token_id, device)
+    else:
+        input_ids, mask = left_padded([r.prompt_ids for r in rows], tokenizer.pad_token_id, device)
     prompt_len = input_ids.shape[1]
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max(1, max(r.max_new_tokens for r in rows)),
@@ -131,10 +142,41 @@ def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[in
         input_ids=input_ids, attention_mask=mask, generation_config=config,
         logits_processor=LogitsProcessorList([RowSampler(rows, device)]),
         stopping_criteria=StoppingCriteriaList([RowStopper(rows, prompt_len, tokenizer)]),
+        **extra,
     )
     new_ids = out.sequences[:, prompt_len:].tolist()
     return [_finish(tokenizer, row, new_ids[b], eos, out.logits if keep_logits else None, b)
             for b, row in enumerate(rows)]
+
+
+def shared_prefix_length(id_lists: list[list[int]]) -> int:
+    """Tokens every list starts with, leaving each at least one token of its own."""
+    first, shortest = id_lists[0], min(len(ids) for ids in id_lists)
+    n = 0
+    while n < shortest - 1 and all(ids[n] == first[n] for ids in id_lists):
+        n += 1
+    return n
+
+
+def _with_shared_prefix(model: Any, rows: list[GenRow], shared: int, pad: int, device: Any):
+    """Ids and mask laid out as ``[prefix][padding][suffix]`` plus the prefix's KV cache,
+    computed once and expanded across the rows (``generate`` then runs the suffixes only)."""
+    from transformers import DynamicCache
+
+    prefix = torch.tensor([rows[0].prompt_ids[:shared]], device=device)
+    out = model(input_ids=prefix, use_cache=True)
+    layers = [(layer.keys.expand(len(rows), -1, -1, -1), layer.values.expand(len(rows), -1, -1, -1))
+              for layer in out.past_key_values.layers]
+    suffixes = [r.prompt_ids[shared:] for r in rows]
+    width = max(len(s) for s in suffixes)
+    input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    input_ids[:, :shared] = prefix.cpu()
+    mask[:, :shared] = 1
+    for i, suffix in enumerate(suffixes):
+        input_ids[i, shared + width - len(suffix):] = torch.tensor(suffix)
+        mask[i, shared + width - len(suffix):] = 1
+    return input_ids.to(device), mask.to(device), DynamicCache(ddp_cache_data=layers)
 
 
 def _finish(tokenizer: Any, row: GenRow, ids: list[int], eos: list[int],
