@@ -52,6 +52,24 @@ def test_loglikelihood_equals_naive(backend, monkeypatch):
     assert len(calls) == 1 and calls[0] >= len(backend.encode(SHOTS)) - 2
 
 
+def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypatch):
+    """HellaSwag 0-shot: four multi-token endings of one long context share its KV."""
+    calls = []
+    original = backend._prefix_cache
+    monkeypatch.setattr(backend, "_prefix_cache", lambda p: calls.append(len(p)) or original(p))
+    contexts = [f"Scene {i}: a person walks into the garden and looks at the {i} flowers, then"
+                for i in range(3)]
+    endings = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
+    reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
+    results = backend.loglikelihood(reqs)
+    for req, res in zip(reqs, results, strict=True):
+        ref, greedy = naive(backend, req)
+        assert res.logprob == pytest.approx(ref, abs=1e-4), req
+        assert res.is_greedy == greedy
+    lengths = [len(backend.encode_pair(c, endings[0])[0]) for c in contexts]
+    assert sorted(calls) == sorted(n - 1 for n in lengths)  # each context once, as a prefix
+
+
 def test_single_token_choices_share_a_row(backend):
     ctx = SHOTS + "Question: pick one\nAnswer:"
     pairs = [backend.encode_pair(ctx, c) for c in (" A", " B")]

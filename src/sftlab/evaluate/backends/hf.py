@@ -9,7 +9,8 @@ are those of ``context + continuation`` after the context's tokens). Then:
    token read at its last position);
 2. contexts that share a long token prefix (a few-shot prefix) form a cluster:
    the prefix is run once, and its KV cache (transformers ``DynamicCache``) is
-   expanded across every batch of the cluster's rows;
+   expanded across every batch of the cluster's rows; a lone long context with
+   several multi-token continuations (HellaSwag's four endings) is its own prefix;
 3. rows are sorted by length and batched by a row and token budget (right
    padding, never to the whole set's maximum); only the logits of scored
    positions are computed.
@@ -122,6 +123,8 @@ class HFBackend:
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
         loose: list[_Row] = []
         for prefix_len, contexts in self._clusters(sorted(by_context)):
+            if prefix_len == 0 and self._shares_within(contexts[0], by_context, pairs):
+                prefix_len = len(contexts[0]) - 1  # e.g. HellaSwag 0-shot: 4 endings, 1 context
             rows = [row for c in contexts for row in self._rows(c, prefix_len, by_context[c], pairs)]
             if prefix_len == 0:
                 loose += rows
@@ -158,6 +161,13 @@ class HFBackend:
                     continue
             clusters.append([0, [ctx]])
         return [(plen, members) for plen, members in clusters]
+
+    @staticmethod
+    def _shares_within(ctx: tuple[int, ...], by_context: dict, pairs: list) -> bool:
+        """A lone context worth computing once for its own continuations: long enough, and
+        with two or more multi-token continuations (each would otherwise repeat it)."""
+        multi = sum(1 for i in by_context[ctx] if len(pairs[i][1]) > 1)
+        return multi >= 2 and len(ctx) > MIN_SHARED_PREFIX
 
     def _rows(self, ctx: tuple[int, ...], prefix_len: int, requests: list[int],
               pairs: list[tuple[list[int], list[int]]]) -> list[_Row]:
