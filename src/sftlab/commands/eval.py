@@ -158,6 +158,17 @@ def _show_progress() -> None:
     logger.propagate = False
 
 
+def _task_help() -> str:
+    from sftlab.evaluate.tasks.registry import TASKS
+
+    judged = [n for n, s in TASKS.items() if s.judge]
+    return ("TASK[:SHOTS], e.g. gsm8k:0,4 (repeatable; no shots = the paper's). Tasks: "
+            f"{', '.join(TASKS)} ({', '.join(judged)} need --judge-*).")
+
+
+TASK_HELP = _task_help()
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command to ``app``."""
 
@@ -165,7 +176,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: str = typer.Option(..., "--model", help="Model folder or hub id (or a PEFT adapter folder)."),
         adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder on top of --model."),
-        task: list[str] = typer.Option(..., "--task", help="TASK[:SHOTS], e.g. gsm8k:0,4 (repeatable; no shots = the paper's). Tasks: math, gsm8k, mbpp, humaneval, hellaswag, nq_open, boolq, mmlu, mt_bench, alpaca_eval (the last two need --judge-*)."),
+        task: list[str] = typer.Option(..., "--task", help=TASK_HELP),
         fmt: str = typer.Option("opencompass", "--format", help="Prompt/scoring format: opencompass or lm-eval."),
         data: str | None = typer.Option(None, "--data", help="Local data: a file of items or a folder of split files (default: the hub)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items."),

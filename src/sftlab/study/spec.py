@@ -22,11 +22,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from sftlab.errors import UserError
+from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
 from sftlab.study.template import template_problems
 
 PAPER_TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
@@ -51,7 +53,6 @@ DATASET_FORMATS = (
 GENERIC_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
 METHOD_TYPES = ("full", "lora", "dora")
 SETTINGS = ("single", "all", "leave_one_out")
-JUDGE_TASKS = ("mt_bench", "alpaca_eval")
 FLAN_CATEGORIES = ("knowledge", "reasoning", "comprehension")
 
 
@@ -184,7 +185,7 @@ class JudgeSpec(_Strict):
 class BenchmarkSpec(_Strict):
     task: str
     shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
-    format: Literal["opencompass", "lm-eval"] = "opencompass"
+    format: str = "opencompass"  # one of the task's formats (see the task registry)
     data: str | None = None
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
@@ -194,6 +195,22 @@ class BenchmarkSpec(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) else value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(_unknown("task", value, tuple(TASKS)))
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str, info: ValidationInfo) -> str:
+        spec = TASKS.get(info.data.get("task", ""))
+        known = spec.formats if spec else formats()
+        if value not in known:
+            raise ValueError(_unknown("value", value, known))
+        return value
 
 
 class EvaluationSpec(_Strict):
@@ -212,7 +229,7 @@ class EvaluationSpec(_Strict):
 
     def judge_for(self, bench: BenchmarkSpec) -> JudgeSpec | None:
         """The judge of a judge-scored benchmark: its own, else the evaluation default."""
-        if bench.task not in JUDGE_TASKS:
+        if bench.task not in judge_tasks():
             return None
         return bench.judge or self.judge or JudgeSpec()
 
@@ -230,14 +247,7 @@ class TrainingSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    categories: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "Math": ["math", "gsm8k"],
-            "Coding": ["mbpp", "humaneval"],
-            "Knowledge": ["hellaswag", "nq_open", "boolq", "mmlu"],
-            "Subjective": ["mt_bench", "alpaca_eval"],
-        }
-    )
+    categories: dict[str, list[str]] = Field(default_factory=lambda: default_categories())
     bootstrap_resamples: int = Field(1000, gt=0)
 
 

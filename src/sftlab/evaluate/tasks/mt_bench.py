@@ -42,7 +42,6 @@ from sftlab.evaluate.tasks.base import (
     TaskOutput,
     count_outcomes,
     prompt_hash,
-    register_task,
 )
 from sftlab.evaluate.tasks.judged import JudgedTask
 from sftlab.serve.conversation import render_with_template
@@ -221,8 +220,6 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[float, float, dict[str, Any]]
 
 
 class MTBench(JudgedTask):
-    name = "mt_bench"
-    version = "1"
     def preflight(self, ctx: TaskContext) -> None:
         """Settings, judge options, questions, references and judge prompts (no model, no
         judge contacted)."""
@@ -282,6 +279,3 @@ class MTBench(JudgedTask):
             notes={"judge": judge.provenance(), "judge_prompts": str(prompts_src),
                    "judge_stats": dict(judge.stats), "temperatures": TEMPERATURE, **notes},
         )
-
-
-register_task("mt_bench", MTBench)
