@@ -185,7 +185,8 @@ class JudgeSpec(_Strict):
 class BenchmarkSpec(_Strict):
     task: str
     shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
-    format: str = "opencompass"  # one of the task's formats (see the task registry)
+    # one of the task's formats (task registry); default: the task's first (opencompass)
+    format: str | None = Field(None, validate_default=True)  # always a str once validated
     data: str | None = None
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
@@ -205,9 +206,11 @@ class BenchmarkSpec(_Strict):
 
     @field_validator("format")
     @classmethod
-    def _known_format(cls, value: str, info: ValidationInfo) -> str:
+    def _known_format(cls, value: str | None, info: ValidationInfo) -> str:
         spec = TASKS.get(info.data.get("task", ""))
         known = spec.formats if spec else formats()
+        if value is None:
+            return known[0]
         if value not in known:
             raise ValueError(_unknown("value", value, known))
         return value

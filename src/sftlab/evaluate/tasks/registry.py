@@ -99,6 +99,28 @@ for _spec in (
     register(_spec)
 
 
+LLMJP_FORMAT = "llm-jp-eval"
+
+
+def _register_llmjp() -> None:
+    """llm-jp-eval v1.3's datasets (one task each, category = its code) and the suite."""
+    from sftlab.evaluate.llmjp.datasets import DATASETS
+
+    for ds in DATASETS.values():
+        corpus = ds.metric in ("pearson", "spearman")
+        register(TaskSpec(ds.name, "1", "llmjp:dataset_task", formats=(LLMJP_FORMAT,),
+                          paper_shots=(4,), category=ds.category,
+                          aggregation="corpus" if corpus else "mean",
+                          description=f"llm-jp-eval {ds.name} ({', '.join(ds.metrics)})"))
+    register(TaskSpec("llm-jp-eval", "1", "llmjp:SuiteTask", formats=(LLMJP_FORMAT,),
+                      paper_shots=(4,), aggregation="suite",
+                      description="every llm-jp-eval dataset found under --data; "
+                                  "categories and AVR"))
+
+
+_register_llmjp()
+
+
 # ---------------------------------------------------------------- derived views
 
 
