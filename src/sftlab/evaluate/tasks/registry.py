@@ -94,6 +94,8 @@ for _spec in (
     TaskSpec("mmlu", "1", "mmlu:MMLU", paper_shots=(0, 5), category="Knowledge", smoke=True,
              aggregation="macro"),
     TaskSpec("mt_bench", "1", "mt_bench:MTBench", category="Subjective", scale=1.0, judge=True),
+    TaskSpec("ja_mt_bench", "1", "mt_bench:ja_mt_bench", category="Subjective", scale=1.0,
+             judge=True, description="Japanese MT-Bench (FastChat jp-stable), judged in Japanese"),
     TaskSpec("alpaca_eval", "1", "alpaca_eval:AlpacaEval", category="Subjective", judge=True),
 ):
     register(_spec)
