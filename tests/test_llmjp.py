@@ -296,3 +296,92 @@ def test_real_suite_gold_replay(shared_data, tmp_path):
     assert {c for c, v in cats.items() if v is None} == {"EL", "FA", "MR", "MT"}
     assert res.value == pytest.approx(100.0)
     assert res.extra["datasets"]["jsts"]["value"] == pytest.approx(100.0)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _suite_preds(path, scores_by_dataset):
+    with path.open("w", encoding="utf-8") as fh:
+        for name, scores in scores_by_dataset.items():
+            for i, s in enumerate(scores):
+                fh.write(json.dumps({"item_id": f"{name}/{i}", "dataset": name,
+                                     "category": DATASETS[name].category, "score": s,
+                                     "outcome": "pass" if s else "fail"}) + "\n")
+    return str(path)
+
+
+def test_report_has_the_llm_jp_eval_table_and_category_deltas_with_intervals(tmp_path):
+    import pandas as pd
+
+    from sftlab.report import ReportOptions, build_report
+    from sftlab.report.items import ItemScores
+    from sftlab.report.suites import expand_suites
+
+    base_scores = {"jamp": [0, 0, 1, 0] * 10, "jsick": [0, 1] * 10, "jemhopqa": [0.5] * 8}
+    run_scores = {"jamp": [1, 1, 1, 0] * 10, "jsick": [1, 1] * 10, "jemhopqa": [0.75] * 8}
+    common = {"setting": "single", "shots": 4, "format": "llm-jp-eval", "metric": "AVR",
+              "stderr": None, "task": "llm-jp-eval"}
+    rows = [
+        {**common, "run_id": "base-m", "model": "m", "method": "base", "setting": "base",
+         "datasets": "", "size": 0, "epoch": 0, "value": 0.0, "n": 68, "eval_id": "b",
+         "predictions_path": _suite_preds(tmp_path / "b.jsonl", base_scores)},
+        {**common, "run_id": "r1", "model": "m", "method": "full", "datasets": "ja", "size": 8,
+         "epoch": 1, "value": 0.0, "n": 68, "eval_id": "r",
+         "predictions_path": _suite_preds(tmp_path / "r.jsonl", run_scores)},
+    ]
+    expanded = expand_suites(pd.DataFrame(rows), ItemScores().rows)
+    nli = expanded[(expanded["metric"] == "NLI") & (expanded["run_id"] == "r1")]["value"].item()
+    assert nli == pytest.approx((75 + 100) / 2)  # mean of dataset means, not of items
+    avr_items = ItemScores().scores(expanded[expanded["run_id"] == "r1"]["predictions_path"]
+                                    .iloc[0])
+    assert 100 * avr_items.mean() == pytest.approx(((75 + 100) / 2 + 75) / 2)  # AVR exactly
+    summary = build_report(pd.DataFrame(rows), tmp_path / "report",
+                           options=ReportOptions(format="md", resamples=200))
+    text = (tmp_path / "report" / "index.md").read_text(encoding="utf-8")
+    assert "llm-jp-eval: AVR and categories" in text
+    table = (tmp_path / "report" / "tables" / "llm_jp_eval.csv").read_text()
+    assert "NLI" in table and "QA" in table
+    deltas = pd.read_csv(next(p for p in summary.tables if p.name.startswith("deltas_")
+                              and p.suffix == ".csv"))
+    nli_delta = deltas[deltas["column"].str.contains(r"\(NLI\)")].iloc[0]
+    assert nli_delta["delta"] == pytest.approx((75 + 100) / 2 - (25 + 50) / 2)
+    assert nli_delta["low"] > 0  # the interval is computed, and excludes 0 here
+
+
+# ---------------------------------------------------------------- training data
+
+
+def test_jaster_turns_train_splits_into_v13_prompts(native):
+    from sftlab.data.loaders import load_source
+    from sftlab.study.spec import DatasetSpec
+
+    spec = DatasetSpec(name="jaster", format="jaster", path=str(native),
+                       jaster_datasets=["jamp", "jsem"])
+    loaded = load_source(spec, str(native), where="datasets[0] (jaster)")
+    train = load_dataset(DATASETS["jamp"], list_files(native)).train
+    first = loaded.examples[0]
+    assert first.id == "jaster/jamp/0" and first.response == train[0].output
+    assert first.instruction == build_prompt(DATASETS["jamp"].instruction, [], train[0].input)
+    assert first.instruction.endswith("### 応答:\n")
+    assert {e.id.split("/")[1] for e in loaded.examples} == {"jamp", "jsem"}
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown llm-jp-eval dataset 'jamq'"):
+        DatasetSpec(name="j", format="jaster", path="x", jaster_datasets=["jamq"])
+
+
+@pytest.mark.parametrize("fmt", ["ichikara", "answercarefully"])
+def test_ichikara_and_answercarefully_shapes(tmp_path, fmt):
+    from sftlab.data.loaders import load_source
+    from sftlab.study.spec import DatasetSpec
+
+    rows = [{"ID": f"{fmt}-000-001-{i}", "text": f"質問{i}", "output": f"回答{i}",
+             "meta": {"risk-area": "x"} if fmt == "answercarefully" else {"misc": []}}
+            for i in range(3)]
+    path = tmp_path / f"{fmt}.json"
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    loaded = load_source(DatasetSpec(name="ja", format=fmt, path=str(path)), str(path),
+                         where="datasets[0]")
+    assert [(e.instruction, e.response) for e in loaded.examples] == [
+        (f"質問{i}", f"回答{i}") for i in range(3)]

@@ -20,6 +20,7 @@ from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
+from sftlab.report.suites import expand_suites, suite_section
 from sftlab.report.view import StudyView, build_view
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
     sections.shots_section, sections.lora_section, sections.sizes_section,
-    sections.categories_section,
+    sections.categories_section, suite_section,
 )
 
 
@@ -38,9 +39,9 @@ def build_report(results: pd.DataFrame, out_dir: Path, *, options: ReportOptions
     options = options or ReportOptions()
     out_dir = Path(out_dir)
     _check_target(out_dir)
-    view = build_view(results, options)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     items = ItemScores(options.predictions_root)
+    view = build_view(expand_suites(results, items.rows), options)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "figures").mkdir(parents=True)

@@ -44,6 +44,9 @@ DATASET_FORMATS = (
     "openmathinstruct",  # question / generated_solution / is_correct
     "mathinstruct",  # instruction / output / source
     "flan",  # inputs / targets / task (filtered by category)
+    "ichikara",  # ichikara-instruction: ID / text / output / meta
+    "answercarefully",  # AnswerCarefully: ID / text / output / meta
+    "jaster",  # llm-jp-eval train splits (a folder of their native files), v1.3's prompt
     "json",  # generic local files mapped with `fields`
     "jsonl",
     "csv",
@@ -98,6 +101,18 @@ class DatasetSpec(_Strict):
     flan_tasks: list[str] | None = None
     allow_smaller: bool = False
     on_bad_rows: Literal["error", "skip"] = "error"
+    jaster_datasets: list[str] | None = None  # jaster: which llm-jp-eval datasets (default all)
+
+    @field_validator("jaster_datasets")
+    @classmethod
+    def _known_jaster(cls, values: list[str] | None) -> list[str] | None:
+        from sftlab.evaluate.llmjp.datasets import DATASETS
+
+        bad = [v for v in values or [] if v not in DATASETS]
+        if bad:
+            raise ValueError("; ".join(_unknown("llm-jp-eval dataset", v, tuple(DATASETS))
+                                       for v in bad))
+        return values
 
     @field_validator("format")
     @classmethod

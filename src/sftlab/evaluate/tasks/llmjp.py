@@ -133,7 +133,8 @@ def score_dataset(p: Prepared, texts: list[str | None], options: dict[str, Any],
             zip(p.prompts, texts, preds, golds, strict=True)):
         score = _item_score(ds, pred, gold)
         item_scores.append(score)
-        rows.append({"item_id": f"{id_prefix}{i}", "prompt_hash": prompt_hash(prompt),
+        rows.append({"item_id": f"{id_prefix}{i}", "dataset": ds.name, "category": ds.category,
+                     "prompt_hash": prompt_hash(prompt),
                      "prompt": prompt[-PROMPT_KEEP:], "output": text, "extracted": pred,
                      "gold": gold, "correct": pred == gold, "score": score,
                      "outcome": "missing" if text is None else ("pass" if pred == gold else "fail")})
