@@ -55,3 +55,11 @@ def test_no_hard_coded_task_lists_remain():
                 "commands/eval.py"):
         text = (root / rel).read_text(encoding="utf-8")
         assert '"hellaswag", "nq_open"' not in text and '"mt_bench", "alpaca_eval"' not in text, rel
+
+
+def test_study_benchmark_format_defaults_to_the_tasks_first():
+    from sftlab.study.spec import BenchmarkSpec
+
+    assert BenchmarkSpec(task="llm-jp-eval", shots=[4]).format == "llm-jp-eval"
+    assert BenchmarkSpec(task="gsm8k").format == "opencompass"
+    assert BenchmarkSpec(task="mmlu", format="lm-eval").format == "lm-eval"

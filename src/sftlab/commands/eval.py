@@ -136,6 +136,8 @@ def print_results(results: list, as_json: bool) -> None:
             print(f"{label}: " + ", ".join(f"{c}={_fmt(v) if v is not None else 'missing'}"
                                            for c, v in r.extra["categories"].items())
                   + f"; v1.3 AVG (empty category counted as 0) = {_fmt(r.extra['AVR_v1.3'])}")
+            print(f"{label}: datasets " + ", ".join(
+                f"{n} {d['metric']}={_fmt(d['value'])}" for n, d in r.extra["datasets"].items()))
         source = ((r.provenance or {}).get("notes") or {}).get("fewshot_source", "")
         if "evaluation split" in source:
             print(f"{label}: few-shot examples from the {source}")

@@ -94,7 +94,9 @@ def prepare_dataset(ds: Dataset, files: list[Path], ctx: TaskContext) -> Prepare
         from sftlab.evaluate.tasks.benchmark import render_with_template
 
         prompts = [render_with_template(ctx.template, p) for p in prompts]
-    length = int(ctx.options.get("max_new_tokens") or splits.output_length or ds.output_length)
+    length = int(splits.output_length or ds.output_length)
+    if ctx.options.get("max_new_tokens"):  # a cap (e.g. smoke runs), never a raise
+        length = min(length, int(ctx.options["max_new_tokens"]))
     return Prepared(ds, splits, items, prompts, length)
 
 
@@ -301,8 +303,9 @@ class SuiteTask(Task):
                     "version": TASKS[name].version,
                     "metric": out.metric, "value": out.value, "stderr": out.stderr, "n": out.n,
                     "outcomes": out.outcomes} for name, out in outs.items()]
-        results += [{"task": "llm-jp-eval", "shots": ctx.shots, "format": FORMAT,
-                     "metric": code, "value": value, "stderr": None,
+        results += [{"task": self.name, "shots": ctx.shots, "format": FORMAT,
+                     "version": self.version, "metric": code, "value": value, "stderr": None,
+                     "outcomes": {},
                      "n": sum(o.n for n, o in outs.items() if DATASETS[n].category == code)}
                     for code, value in categories.items()]
         extra = {"datasets": {n: {"metric": o.metric, "value": o.value, "n": o.n, **o.extra}
