@@ -20,7 +20,7 @@ from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
-from sftlab.report.suites import expand_suites, suite_section
+from sftlab.report.suites import expand_suites, suite_section, suite_tasks
 from sftlab.report.view import StudyView, build_view
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
     sections.shots_section, sections.lora_section, sections.sizes_section,
-    sections.categories_section, suite_section,
+    sections.categories_section,
 )
 
 
@@ -71,6 +71,8 @@ def _sections(view: StudyView, items: ItemScores, options: ReportOptions, figure
     deltas = tables.delta_table(view, items, options) if not view.final.empty else pd.DataFrame()
     ctx = sections.Context(view, items, options, figure_dir, deltas)
     secs = [build(ctx) for build in BUILDERS]
+    if view.rows["task"].isin(suite_tasks()).any():  # only studies that ran a suite
+        secs.append(suite_section(ctx))
     secs.append(examples_section(view, deltas, items, options.examples))
     return secs
 
