@@ -194,3 +194,36 @@ def test_missing_judge_or_data_is_a_user_error(question_file):
                                options={"judge": {"base_url": "http://x/v1", "model": "m"}}))
     with pytest.raises(UserError, match="needs its questions"):
         load_questions(None)
+
+
+def test_ja_mt_bench_prompts_are_japanese_and_fastchat_ones_merge_over_them(tmp_path):
+    from sftlab.evaluate.tasks.registry import TASKS
+
+    ours = load_judge_prompts(None, "ja_mt_bench.jsonl")
+    assert set(ours) == {"single-v1", "single-v1-multi-turn", "single-math-v1",
+                         "single-math-v1-multi-turn"}
+    assert all("[[評価]]" in p["system_prompt"] + p["prompt_template"] for p in ours.values())
+    fastchat = tmp_path / "judge_ja_prompts.jsonl"
+    fastchat.write_text(json.dumps({"name": "single-v1", "type": "single",
+                                    "system_prompt": "あなたは有益な助手です。",
+                                    "prompt_template": "{question}{answer}",
+                                    "output_format": "[[評価]]"}, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    merged = load_judge_prompts(fastchat, "ja_mt_bench.jsonl", merge=True)
+    assert merged["single-v1"]["system_prompt"] == "あなたは有益な助手です。"
+    assert merged["single-v1-multi-turn"] == ours["single-v1-multi-turn"]
+    assert TASKS["ja_mt_bench"].judge and get_task("ja_mt_bench").merge_prompts
+    assert parse_rating("評価：[[5]]") == 5.0
+
+
+@pytest.mark.shared_data
+def test_ja_mt_bench_reads_the_real_questions_and_references(shared_data):
+    task = get_task("ja_mt_bench")
+    ctx = TaskContext(shots=0, data=str(shared_data / "ja_mt_bench"),
+                      options={"judge": {"base_url": "http://127.0.0.1:9/v1", "model": "j"},
+                               "judge_prompts": str(shared_data / "ja_mt_bench" /
+                                                    "judge_ja_prompts.jsonl")})
+    questions, prompts = task._load(ctx)
+    assert len(questions) == 80 and all(q.references for q in questions)
+    assert prompts["single-v1"]["system_prompt"] == "あなたは有益な助手です。"
+    assert "single-math-v1-multi-turn" in prompts

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sftlab.evaluate.tasks.registry import judge_tasks, smoke_tasks
 from sftlab.study.resolve import EMBEDDED_PREFIX, TINY_ARCHS, TINY_PREFIX
 from sftlab.study.spec import BenchmarkSpec, DatasetSpec, ModelSpec, Study, study_from_dict
 
@@ -39,8 +40,8 @@ SMOKE_EPOCHS = 1
 SMOKE_BATCH = 8
 SMOKE_LIMIT = 4
 SMOKE_TASK_OPTIONS = {"max_new_tokens": 48}  # random tiny models never stop on their own
-EMBEDDED_TASKS = ("gsm8k", "mbpp", "mmlu", "boolq", "hellaswag", "nq_open")
-JUDGE_TASKS = ("mt_bench", "alpaca_eval")
+EMBEDDED_TASKS = smoke_tasks()  # tasks whose shape the embedded data has (the task registry)
+JUDGE_TASKS = judge_tasks()
 
 _ALPACA = {"format": "alpaca", "path": EMBEDDED_PREFIX + "alpaca_data.json"}
 _MATH = {"format": "jsonl", "path": EMBEDDED_PREFIX + "gsm8k_train.jsonl",

@@ -30,9 +30,10 @@ def parse_task_spec(spec: str) -> tuple[str, list[int] | None]:
     return name, values
 
 
-def expand_tasks(specs: list[str], fmt: str, data: str | None, limit: int | None,
+def expand_tasks(specs: list[str], fmt: str | None, data: str | None, limit: int | None,
                  options: dict) -> list:
-    """TaskRequests for every TASK[:SHOTS] (no shots: the paper's shot counts)."""
+    """TaskRequests for every TASK[:SHOTS] (no shots: the paper's shot counts; no format:
+    each task's first, e.g. opencompass, or llm-jp-eval for its datasets)."""
     from sftlab.evaluate.runner import TaskRequest
     from sftlab.evaluate.tasks.base import get_task
 
@@ -40,11 +41,13 @@ def expand_tasks(specs: list[str], fmt: str, data: str | None, limit: int | None
     for spec in specs:
         try:
             name, shots = parse_task_spec(spec)
-            shots = shots if shots is not None else list(get_task(name).paper_shots)
+            task = get_task(name)
+            shots = shots if shots is not None else list(task.paper_shots)
         except UserError as err:
             problems += err.problems
             continue
-        requests += [TaskRequest(name, k, fmt, data, limit, dict(options)) for k in shots]
+        requests += [TaskRequest(name, k, fmt or task.formats[0], data, limit, dict(options))
+                     for k in shots]
     if problems:
         raise UserError(problems)
     return requests
@@ -105,7 +108,7 @@ def secondary_metrics(extra: dict) -> str:
 def print_results(results: list, as_json: bool) -> None:
     """The results as ``{"results": [...]}`` (``--json``) or as a table with notes."""
     if as_json:
-        print(json.dumps({"results": [r.summary() for r in results]}))
+        print(json.dumps({"results": [row for r in results for row in r.summaries()]}))
         return
     from rich import box
     from rich.console import Console
@@ -127,8 +130,14 @@ def print_results(results: list, as_json: bool) -> None:
     console.print(table)
     for r in results:
         label = f"{r.task} {r.shots}-shot ({r.format})"
-        if r.extra and secondary_metrics(r.extra):
+        if r.extra and secondary_metrics(r.extra) and "categories" not in r.extra:
             print(f"{label}: {secondary_metrics(r.extra)}")
+        if "categories" in r.extra:  # a suite (llm-jp-eval): its categories and v1.3's average
+            print(f"{label}: " + ", ".join(f"{c}={_fmt(v) if v is not None else 'missing'}"
+                                           for c, v in r.extra["categories"].items())
+                  + f"; v1.3 AVG (empty category counted as 0) = {_fmt(r.extra['AVR_v1.3'])}")
+            print(f"{label}: datasets " + ", ".join(
+                f"{n} {d['metric']}={_fmt(d['value'])}" for n, d in r.extra["datasets"].items()))
         source = ((r.provenance or {}).get("notes") or {}).get("fewshot_source", "")
         if "evaluation split" in source:
             print(f"{label}: few-shot examples from the {source}")
@@ -158,6 +167,17 @@ def _show_progress() -> None:
     logger.propagate = False
 
 
+def _task_help() -> str:
+    from sftlab.evaluate.tasks.registry import TASKS
+
+    judged = [n for n, s in TASKS.items() if s.judge]
+    return ("TASK[:SHOTS], e.g. gsm8k:0,4 (repeatable; no shots = the paper's). Tasks: "
+            f"{', '.join(TASKS)} ({', '.join(judged)} need --judge-*).")
+
+
+TASK_HELP = _task_help()
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command to ``app``."""
 
@@ -165,8 +185,8 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: str = typer.Option(..., "--model", help="Model folder or hub id (or a PEFT adapter folder)."),
         adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder on top of --model."),
-        task: list[str] = typer.Option(..., "--task", help="TASK[:SHOTS], e.g. gsm8k:0,4 (repeatable; no shots = the paper's). Tasks: math, gsm8k, mbpp, humaneval, hellaswag, nq_open, boolq, mmlu, mt_bench, alpaca_eval (the last two need --judge-*)."),
-        fmt: str = typer.Option("opencompass", "--format", help="Prompt/scoring format: opencompass or lm-eval."),
+        task: list[str] = typer.Option(..., "--task", help=TASK_HELP),
+        fmt: str | None = typer.Option(None, "--format", help="Prompt/scoring format: opencompass, lm-eval or llm-jp-eval (default: the task's first: opencompass, llm-jp-eval for its datasets)."),
         data: str | None = typer.Option(None, "--data", help="Local data: a file of items or a folder of split files (default: the hub)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items."),
         backend: str = typer.Option("hf", "--backend", help="hf, vllm or openai."),

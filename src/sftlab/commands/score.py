@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option(..., "--task", help="TASK[:SHOTS] (one shot count; default: the paper's first)."),
         data: str = typer.Option(..., "--data", help="The benchmark's data: a file of items or a folder of split files."),
         predictions: Path = typer.Option(..., "--predictions", help="JSONL with 'id' and 'output' per row (several rows per id = samples)."),
-        fmt: str = typer.Option("opencompass", "--format", help="Scoring format: opencompass or lm-eval."),
+        fmt: str | None = typer.Option(None, "--format", help="Scoring format: opencompass, lm-eval or llm-jp-eval (default: the task's first)."),
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N items."),
         out: Path | None = typer.Option(None, "--out", help="Also write per-item predictions + provenance here."),
         judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="Judge server URL, OpenAI-compatible (mt_bench, alpaca_eval)."),
@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
         name, shots = parse_task_spec(task)
         if shots is not None and len(shots) != 1:
             raise UserError(f"--task {task!r}: score takes one shot count")
-        k = shots[0] if shots else get_task(name).paper_shots[0]
+        spec = get_task(name)
+        k = shots[0] if shots else spec.paper_shots[0]
+        fmt = fmt or spec.formats[0]
         if not predictions.is_file():
             raise UserError("no such predictions file", where=str(predictions))
         options = judge_options(judge_base_url, judge_model, judge_api_key_env, judge_max_tokens,

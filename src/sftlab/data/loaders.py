@@ -14,6 +14,13 @@ Native shapes (the ``format`` of a dataset in the study):
 ``openmathinstruct````question``, ``generated_solution``, ``is_correct`` (correct only)
 ``mathinstruct``    ``instruction``, ``output``
 ``flan``            ``inputs``, ``targets``, ``task`` / ``task_name`` (category filter)
+``ichikara``        ichikara-instruction: ``ID``, ``text``, ``output`` (``meta`` ignored)
+``answercarefully`` AnswerCarefully: ``ID``, ``text``, ``output`` (``meta`` ignored)
+``jaster``          llm-jp-eval's train splits: ``path`` is a folder of the datasets'
+                    native files (as ``sftlab eval --task llm-jp-eval --data`` reads
+                    them); each train sample becomes v1.3's zero-shot prompt
+                    (instruction) and its gold (response); ``jaster_datasets`` picks
+                    datasets (default: every one found)
 ``json`` ...        generic local files mapped with ``fields``
 ==================  ===========================================================
 
@@ -57,6 +64,8 @@ DEFAULT_FIELDS = {
     "openmathinstruct": FieldMap(instruction="question", response="generated_solution"),
     "mathinstruct": FieldMap(instruction="instruction", response="output"),
     "flan": FieldMap(instruction="inputs", response="targets"),
+    "ichikara": FieldMap(instruction="text", response="output"),
+    "answercarefully": FieldMap(instruction="text", response="output"),
 }
 _USER, _ASSISTANT, _SYSTEM = "user", "assistant", "system"
 _SHAREGPT_ROLES = {"human": _USER, "user": _USER, "gpt": _ASSISTANT, "assistant": _ASSISTANT,
@@ -82,6 +91,8 @@ def load_source(spec: DatasetSpec, path: str, *, where: str) -> LoadedSource:
     Raises ``UserError`` listing the first bad rows unless ``on_bad_rows: skip``.
     ``where`` names the dataset in messages (``datasets[2] (lima)``).
     """
+    if spec.format == "jaster":
+        return load_jaster(spec, path, where=where)
     convert = converter(spec, where=where)
     kind = spec.format if spec.format in GENERIC_FORMATS else None
     out = LoadedSource()
@@ -103,6 +114,29 @@ def load_source(spec: DatasetSpec, path: str, *, where: str) -> LoadedSource:
             ident = f"{spec.name}/{index}" + (f".{turn}" if len(pairs) > 1 else "")
             out.examples.append(Example(ident, spec.name, instruction, response))
     _check_bad_rows(spec, out, where)
+    return out
+
+
+def load_jaster(spec: DatasetSpec, path: str, *, where: str) -> LoadedSource:
+    """llm-jp-eval train splits as instruction data, with v1.3's prompt (zero-shot):
+    instruction = the prompt up to ``### 応答:\n``, response = the gold."""
+    from sftlab.evaluate.llmjp.datasets import DATASETS, build_prompt, list_files, load_dataset
+
+    files = list_files(path)
+    out = LoadedSource()
+    for name in spec.jaster_datasets or list(DATASETS):
+        ds = DATASETS[name]
+        splits = load_dataset(ds, files)
+        if splits is None or splits.fewshot_note:  # absent, or no train split of its own
+            continue
+        instruction = splits.instruction or ds.instruction
+        for i, sample in enumerate(splits.train):
+            out.read += 1
+            out.examples.append(Example(f"{spec.name}/{name}/{i}", spec.name,
+                                        build_prompt(instruction, [], sample.input),
+                                        sample.output))
+    if not out.examples:
+        raise UserError("jaster: no llm-jp-eval train split found in this folder", where=where)
     return out
 
 

@@ -72,6 +72,19 @@ class EvalResult:
                 out[k] = None
         return out
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """The ``--json`` rows: the summary, then a suite's rows (llm-jp-eval: one per
+        dataset and per category; its own summary is the ``AVR`` row)."""
+        rows = [self.summary()]
+        for row in self.extra.get("results", []):
+            row = dict(row)
+            if isinstance(row.get("value"), float) and math.isnan(row["value"]):
+                row["value"] = None
+            if isinstance(row.get("stderr"), float) and math.isnan(row["stderr"]):
+                row["stderr"] = None
+            rows.append(row)
+        return rows
+
 
 def _versions() -> dict[str, str]:
     import importlib.metadata as md

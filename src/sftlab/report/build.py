@@ -20,6 +20,7 @@ from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
+from sftlab.report.suites import expand_suites, suite_section, suite_tasks
 from sftlab.report.view import StudyView, build_view
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def build_report(results: pd.DataFrame, out_dir: Path, *, options: ReportOptions
     options = options or ReportOptions()
     out_dir = Path(out_dir)
     _check_target(out_dir)
-    view = build_view(results, options)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     items = ItemScores(options.predictions_root)
+    view = build_view(expand_suites(results, items.rows), options)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "figures").mkdir(parents=True)
@@ -70,6 +71,8 @@ def _sections(view: StudyView, items: ItemScores, options: ReportOptions, figure
     deltas = tables.delta_table(view, items, options) if not view.final.empty else pd.DataFrame()
     ctx = sections.Context(view, items, options, figure_dir, deltas)
     secs = [build(ctx) for build in BUILDERS]
+    if view.rows["task"].isin(suite_tasks()).any():  # only studies that ran a suite
+        secs.append(suite_section(ctx))
     secs.append(examples_section(view, deltas, items, options.examples))
     return secs
 

@@ -34,9 +34,14 @@ class ItemScores:
         return self.root / p
 
     def rows(self, path: str | None) -> list[dict]:
-        """Every JSON row of a predictions file ([] when absent or unreadable)."""
+        """Every JSON row of a predictions file ([] when absent or unreadable); a suite
+        view ``<file>#<category>`` gives the rows of that category."""
         if not isinstance(path, str) or not path:
             return []
+        base, code = _suite_view(path)
+        if code is not None:
+            rows = self.rows(base)
+            return rows if code == "AVR" else [r for r in rows if r.get("category") == code]
         if path not in self._rows:
             self._rows[path] = self._read(path)
         return self._rows[path]
@@ -46,6 +51,13 @@ class ItemScores:
         if not isinstance(path, str) or not path:
             return None
         if path not in self._scores:
+            base, code = _suite_view(path)
+            if code is not None:  # a suite's category: weighted so the mean is its value
+                from sftlab.report.suites import weighted_scores
+
+                weighted = weighted_scores(self.rows(base), code) if self.rows(base) else {}
+                self._scores[path] = pd.Series(weighted, dtype=float) if weighted else None
+                return self._scores[path]
             rows = self.rows(path)
             self._scores[path] = _score_series(rows) if rows else None
             self._rows.pop(path, None)  # keep memory for scores only
@@ -60,6 +72,14 @@ class ItemScores:
             log.warning("predictions %s unreadable: %s", file, err)
             self.missing_files.add(str(file))
             return []
+
+
+def _suite_view(path: str) -> tuple[str, str | None]:
+    """``("<file>", "NLI")`` for ``"<file>#NLI"`` (a suite's category or AVR), else (path, None)."""
+    from sftlab.evaluate.llmjp.datasets import CATEGORIES
+
+    base, sep, code = path.rpartition("#")
+    return (base, code) if sep and code in (*CATEGORIES, "AVR") else (path, None)
 
 
 def _score_series(rows: list[dict]) -> pd.Series:

@@ -6,15 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-DEFAULT_CATEGORIES: dict[str, list[str]] = {
-    "Math": ["math", "gsm8k"],
-    "Coding": ["mbpp", "humaneval"],
-    "Knowledge": ["hellaswag", "nq_open", "boolq", "mmlu"],
-    "Subjective": ["mt_bench", "alpaca_eval"],
-}
+from sftlab.evaluate.tasks.registry import default_categories, rating_tasks
+
+DEFAULT_CATEGORIES: dict[str, list[str]] = default_categories()
 
 # Tasks whose value is not a percentage (MT-Bench ratings are on a 1-10 scale).
-RATING_TASKS = frozenset({"mt_bench"})
+RATING_TASKS = rating_tasks()
 
 RESULT_COLUMNS = (
     "run_id", "model", "method", "setting", "datasets", "size", "epoch", "task", "shots",

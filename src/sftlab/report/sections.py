@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sftlab.evaluate.tasks.registry import TASKS
 from sftlab.report import figures, tables
 from sftlab.report.document import (
     MISSING,
@@ -106,6 +107,12 @@ def deltas_section(ctx: Context) -> Section:
     missing_base = frame["base"].isna().sum()
     if missing_base:
         sec.notes.append(f"{missing_base} cell(s) have no base-model score and show as {MISSING}.")
+    corpus = [c for c in ctx.view.columns if c in set(frame["column"])
+              and TASKS.get(ctx.view.column_task[c]) is not None
+              and TASKS[ctx.view.column_task[c]].aggregation == "corpus"]
+    if corpus:
+        sec.notes.append("No item bootstrap for corpus-level metrics (a statistic of the whole "
+                         f"set, not a mean of item scores): {', '.join(corpus)}.")
     return sec
 
 

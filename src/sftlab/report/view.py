@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from sftlab.errors import UserError
-from sftlab.report.options import RATING_TASKS, RESULT_COLUMNS, ReportOptions
+from sftlab.evaluate.tasks.registry import scale_of, task_order
+from sftlab.report.options import RESULT_COLUMNS, ReportOptions
 
 log = logging.getLogger(__name__)
 
-TASK_ORDER = ("math", "gsm8k", "mbpp", "humaneval", "hellaswag", "nq_open", "boolq", "mmlu",
-              "mt_bench", "alpaca_eval")
+TASK_ORDER = tuple(task_order())
 METHOD_TYPES = ("full", "lora", "dora")
 RUN_KEYS = ["model", "method", "method_type", "size", "setting", "datasets", "data"]
 
@@ -71,7 +71,7 @@ def build_view(results: pd.DataFrame, options: ReportOptions) -> StudyView:
     return StudyView(
         rows=rows, base=base, trained=trained, final=final, columns=columns,
         column_task=first["task"].to_dict(),
-        column_scale={c: 1.0 if first.loc[c, "task"] in RATING_TASKS else 100.0 for c in columns},
+        column_scale={c: scale_of(first.loc[c, "task"]) for c in columns},
         column_items=rows.groupby("column")["n"].max().fillna(0).astype(int).to_dict(),
         epoch_label=epoch_label, warnings=warnings,
     )

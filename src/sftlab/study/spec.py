@@ -22,11 +22,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from sftlab.errors import UserError
+from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
 from sftlab.study.template import template_problems
 
 PAPER_TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
@@ -42,6 +44,9 @@ DATASET_FORMATS = (
     "openmathinstruct",  # question / generated_solution / is_correct
     "mathinstruct",  # instruction / output / source
     "flan",  # inputs / targets / task (filtered by category)
+    "ichikara",  # ichikara-instruction: ID / text / output / meta
+    "answercarefully",  # AnswerCarefully: ID / text / output / meta
+    "jaster",  # llm-jp-eval train splits (a folder of their native files), v1.3's prompt
     "json",  # generic local files mapped with `fields`
     "jsonl",
     "csv",
@@ -51,7 +56,6 @@ DATASET_FORMATS = (
 GENERIC_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
 METHOD_TYPES = ("full", "lora", "dora")
 SETTINGS = ("single", "all", "leave_one_out")
-JUDGE_TASKS = ("mt_bench", "alpaca_eval")
 FLAN_CATEGORIES = ("knowledge", "reasoning", "comprehension")
 
 
@@ -97,6 +101,18 @@ class DatasetSpec(_Strict):
     flan_tasks: list[str] | None = None
     allow_smaller: bool = False
     on_bad_rows: Literal["error", "skip"] = "error"
+    jaster_datasets: list[str] | None = None  # jaster: which llm-jp-eval datasets (default all)
+
+    @field_validator("jaster_datasets")
+    @classmethod
+    def _known_jaster(cls, values: list[str] | None) -> list[str] | None:
+        from sftlab.evaluate.llmjp.datasets import DATASETS
+
+        bad = [v for v in values or [] if v not in DATASETS]
+        if bad:
+            raise ValueError("; ".join(_unknown("llm-jp-eval dataset", v, tuple(DATASETS))
+                                       for v in bad))
+        return values
 
     @field_validator("format")
     @classmethod
@@ -184,7 +200,8 @@ class JudgeSpec(_Strict):
 class BenchmarkSpec(_Strict):
     task: str
     shots: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
-    format: Literal["opencompass", "lm-eval"] = "opencompass"
+    # one of the task's formats (task registry); default: the task's first (opencompass)
+    format: str | None = Field(None, validate_default=True)  # always a str once validated
     data: str | None = None
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
@@ -194,6 +211,24 @@ class BenchmarkSpec(_Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) else value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(_unknown("task", value, tuple(TASKS)))
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None, info: ValidationInfo) -> str:
+        spec = TASKS.get(info.data.get("task", ""))
+        known = spec.formats if spec else formats()
+        if value is None:
+            return known[0]
+        if value not in known:
+            raise ValueError(_unknown("value", value, known))
+        return value
 
 
 class EvaluationSpec(_Strict):
@@ -212,7 +247,7 @@ class EvaluationSpec(_Strict):
 
     def judge_for(self, bench: BenchmarkSpec) -> JudgeSpec | None:
         """The judge of a judge-scored benchmark: its own, else the evaluation default."""
-        if bench.task not in JUDGE_TASKS:
+        if bench.task not in judge_tasks():
             return None
         return bench.judge or self.judge or JudgeSpec()
 
@@ -230,14 +265,7 @@ class TrainingSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    categories: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "Math": ["math", "gsm8k"],
-            "Coding": ["mbpp", "humaneval"],
-            "Knowledge": ["hellaswag", "nq_open", "boolq", "mmlu"],
-            "Subjective": ["mt_bench", "alpaca_eval"],
-        }
-    )
+    categories: dict[str, list[str]] = Field(default_factory=lambda: default_categories())
     bootstrap_resamples: int = Field(1000, gt=0)
 
 

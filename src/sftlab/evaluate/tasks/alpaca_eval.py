@@ -43,7 +43,6 @@ from sftlab.evaluate.tasks.base import (
     TaskOutput,
     count_outcomes,
     prompt_hash,
-    register_task,
 )
 from sftlab.evaluate.tasks.judged import JudgedTask
 from sftlab.evaluate.tasks.mt_bench import DEFAULT_CHAT_TEMPLATE
@@ -180,8 +179,6 @@ def summarize(rows: list[dict[str, Any]], difficulty: list[float] | None, n_boot
 
 
 class AlpacaEval(JudgedTask):
-    name = "alpaca_eval"
-    version = "1"
     def preflight(self, ctx: TaskContext) -> None:
         """Settings, judge options, baseline file and judge prompt (no model, no judge
         contacted)."""
@@ -242,6 +239,3 @@ class AlpacaEval(JudgedTask):
                    "glm": "official difficulty" if difficulty else "offline per-instruction L2",
                    **notes},
         )
-
-
-register_task("alpaca_eval", AlpacaEval)

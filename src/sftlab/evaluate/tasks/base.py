@@ -7,8 +7,9 @@ the version is recorded with every score.
 
 How a task plugs in
 -------------------
-Every task is an object with ``name``, ``version``, ``paper_shots`` (the shot
-counts the reference study used), ``allowed_shots(fmt)`` and two entry points:
+Every task is an object with a ``spec`` (its registry entry: ``name``, ``version``,
+``paper_shots`` = the shot counts the reference study used, ...), ``allowed_shots(fmt)``
+and two entry points:
 
 - ``run(backend, ctx) -> TaskOutput``: evaluate a model through a
   :class:`~sftlab.evaluate.backends.base.Backend` (``sftlab eval``);
@@ -33,9 +34,9 @@ any number of times, read its own data (``ctx.data``) and its own options
 ``item_id``, ``prompt_hash``, ``prompt``, ``output``, ``extracted``, ``correct``
 (bool or None), ``score`` (float or None: a rating, a preference),
 ``outcome`` (``pass`` / ``fail`` / ``timeout`` / ``error`` / ``parse_failure`` /
-``missing``). Register it with :func:`register_task` at import time of its
-module and add the module name to ``_BUILTIN_MODULES`` below (or import it
-before calling :func:`get_task`).
+``missing``). Register it with a :class:`~sftlab.evaluate.tasks.registry.TaskSpec`
+in :mod:`sftlab.evaluate.tasks.registry` (name, version, formats, category, scale,
+aggregation, judge or not, smoke data); every list of tasks is derived from there.
 
 ``value`` and ``stderr`` in a :class:`TaskOutput` are in percent (MT-Bench: on
 its 1-10 scale); ``extra`` holds secondary metrics (``acc_norm``, GSM8K
@@ -45,15 +46,14 @@ its 1-10 scale); ``extra`` holds secondary metrics (``acc_norm``, GSM8K
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sftlab.errors import UserError
+from sftlab.evaluate.tasks.registry import TaskSpec, spec_of, task_names
 
-FORMATS = ("opencompass", "lm-eval")
+__all__ = ["get_task", "task_names"]
 
 
 @dataclass
@@ -118,12 +118,27 @@ class TaskOutput:
 
 
 class Task:
-    """Base class of every task. Subclasses set the class attributes and implement run/replay."""
+    """Base class of every task: behaviour only. What the task *is* (name, version,
+    formats, shot counts...) is its :class:`~sftlab.evaluate.tasks.registry.TaskSpec`,
+    set by :func:`get_task`."""
 
-    name: str = ""
-    version: str = "0"
-    paper_shots: tuple[int, ...] = (0,)
-    formats: tuple[str, ...] = FORMATS
+    spec: TaskSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def paper_shots(self) -> tuple[int, ...]:
+        return self.spec.paper_shots
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.spec.formats
 
     def allowed_shots(self, fmt: str) -> tuple[int, ...] | None:
         """Shot counts this task supports in ``fmt``; None = any non-negative count."""
@@ -184,45 +199,10 @@ def percent_metric(scores: list[float]) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, Callable[[], Task]] = {}
-_BUILTIN_MODULES = (
-    "math", "gsm8k", "mbpp", "humaneval", "hellaswag", "nq_open", "boolq", "mmlu",
-    "mt_bench", "alpaca_eval",
-)
-_loaded = False
-
-
-def register_task(name: str, factory: Callable[[], Task]) -> None:
-    """Register a task factory (a Task subclass or a zero-argument callable) under ``name``."""
-    _REGISTRY[name] = factory
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"sftlab.evaluate.tasks.{module}")
-        except ModuleNotFoundError as err:  # a task module another helper has not written yet
-            if err.name != f"sftlab.evaluate.tasks.{module}":
-                raise
-
-
-def task_names() -> list[str]:
-    """Names of every registered task, sorted."""
-    _load_builtins()
-    return sorted(_REGISTRY)
-
 
 def get_task(name: str) -> Task:
     """A fresh task object by name; unknown names raise UserError with suggestions."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown task {name!r}{hint}; known tasks: {', '.join(task_names())}")
-    return _REGISTRY[name]()
+    spec = spec_of(name)
+    task = spec.factory()()
+    task.spec = spec
+    return task

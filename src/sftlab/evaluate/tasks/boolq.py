@@ -17,7 +17,7 @@ from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
 from sftlab.evaluate.fewshot import first_k, fixed_ids
-from sftlab.evaluate.tasks.base import ChoiceQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import ChoiceQuery, Item, TaskContext
 from sftlab.evaluate.tasks.benchmark import Loaded
 from sftlab.evaluate.tasks.choice import ChoiceTask
 
@@ -32,9 +32,6 @@ def gold_of(doc: dict[str, Any]) -> int:
 
 
 class BoolQ(ChoiceTask):
-    name = "boolq"
-    version = "1"
-    paper_shots = (0, 1, 5)
     eval_split = "validation"
     fewshot_split = "train"
     aliases = ("boolq",)
@@ -59,6 +56,3 @@ class BoolQ(ChoiceTask):
         parts = [f"{text(s.doc)}\nAnswer: {('no', 'yes')[gold_of(s.doc)]}" for s in shots]
         context = "\n\n".join(parts + [f"{text(item.doc)}\nAnswer:"])
         return ChoiceQuery(context, [" no", " yes"], gold_of(item.doc))
-
-
-register_task("boolq", BoolQ)

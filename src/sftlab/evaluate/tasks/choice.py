@@ -101,12 +101,17 @@ class ChoiceTask(BenchmarkTask):
             extra["acc_norm"], extra["acc_norm_stderr"] = percent_metric(
                 [1.0 if r["correct_norm"] else 0.0 for r in rows])
         extra.update(self.extra_metrics(rows, loaded))
-        return TaskOutput("acc", acc, se, len(rows), rows, count_outcomes(rows), extra,
-                          self.notes(loaded, ctx))
+        out = TaskOutput("acc", acc, se, len(rows), rows, count_outcomes(rows), extra,
+                         self.notes(loaded, ctx))
+        return self.aggregate(out, loaded, ctx)
 
     def extra_metrics(self, rows: list[dict[str, Any]], loaded: Loaded) -> dict[str, Any]:
-        """Task-specific secondary metrics (e.g. MMLU's per-subject means)."""
+        """Task-specific secondary metrics."""
         return {}
+
+    def aggregate(self, out: TaskOutput, loaded: Loaded, ctx: TaskContext) -> TaskOutput:
+        """The task's headline from its item rows (default: the item mean, as built)."""
+        return out
 
     # ------------------------------------------------------------ replay
 

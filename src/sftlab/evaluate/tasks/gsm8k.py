@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
 OC_EXEMPLARS: tuple[tuple[str, str], ...] = (
@@ -44,9 +44,6 @@ def _oc_bot(answer: str) -> str:
 
 
 class GSM8K(GenerationTask):
-    name = "gsm8k"
-    version = "1"
-    paper_shots = (0, 4)
     eval_split = "test"
     fewshot_split = "train"
     aliases = ("gsm8k",)
@@ -110,6 +107,3 @@ class GSM8K(GenerationTask):
             extra["flexible"], extra["flexible_stderr"] = percent_metric(
                 [1.0 if r.get("flexible_correct") else 0.0 for r in rows])
         return extra
-
-
-register_task("gsm8k", GSM8K)

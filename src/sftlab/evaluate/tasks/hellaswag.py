@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import ChoiceQuery, Item, register_task
+from sftlab.evaluate.tasks.base import ChoiceQuery, Item
 from sftlab.evaluate.tasks.choice import ChoiceTask
 
 LETTERS = ("A", "B", "C", "D")
@@ -56,9 +56,6 @@ def _lettered(doc: dict[str, Any]) -> str:
 
 
 class HellaSwag(ChoiceTask):
-    name = "hellaswag"
-    version = "1"
-    paper_shots = (0, 10)
     eval_split = "validation"
     fewshot_split = "train"
     aliases = ("hellaswag",)
@@ -82,6 +79,3 @@ class HellaSwag(ChoiceTask):
 
     def label(self, index: int) -> str:
         return LETTERS[index]
-
-
-register_task("hellaswag", HellaSwag)

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext
 from sftlab.evaluate.tasks.code_exec import run_and_judge
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
@@ -42,9 +42,6 @@ def program_of(doc: dict[str, Any], completion: str) -> str:
 
 
 class HumanEval(GenerationTask):
-    name = "humaneval"
-    version = "1"
-    paper_shots = (0,)
     eval_split = "test"
     fewshot_split = None
     aliases = ("humaneval",)
@@ -72,6 +69,3 @@ class HumanEval(GenerationTask):
         codes = [[post(t) for t in texts] for texts in samples]
         programs = [[program_of(it.doc, c) for c in cs] for it, cs in zip(items, codes, strict=True)]
         return run_and_judge(programs, codes, ctx)
-
-
-register_task("humaneval", HumanEval)

@@ -8,7 +8,6 @@ from sftlab.evaluate.tasks.base import Task, TaskContext
 
 
 class JudgedTask(Task):
-    paper_shots = (0,)
 
     def allowed_shots(self, fmt: str) -> tuple[int, ...] | None:
         return (0,)

@@ -18,16 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
 OC_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 class MATH(GenerationTask):
-    name = "math"
-    version = "1"
-    paper_shots = (0,)
     eval_split = "test"
     fewshot_split = None
     aliases = ("math",)
@@ -68,6 +65,3 @@ class MATH(GenerationTask):
                                             extra={"gold_parsed": r.gold_parsed}))
             out.append(verdicts)
         return out
-
-
-register_task("math", MATH)

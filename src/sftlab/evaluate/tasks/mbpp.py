@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext
 from sftlab.evaluate.tasks.code_exec import run_and_judge
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
@@ -83,9 +83,6 @@ def program_of(doc: dict[str, Any], code: str) -> str:
 
 
 class MBPP(GenerationTask):
-    name = "mbpp"
-    version = "1"
-    paper_shots = (3,)
     eval_split = "test"
     fewshot_split = None
     aliases = ("mbpp",)
@@ -137,6 +134,3 @@ class MBPP(GenerationTask):
         codes = [[extract_code(t) for t in texts] for texts in samples]
         programs = [[program_of(it.doc, c) for c in cs] for it, cs in zip(items, codes, strict=True)]
         return run_and_judge(programs, codes, ctx)
-
-
-register_task("mbpp", MBPP)

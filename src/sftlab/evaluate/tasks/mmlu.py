@@ -25,7 +25,7 @@ from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
 from sftlab.evaluate.fewshot import first_k
-from sftlab.evaluate.tasks.base import ChoiceQuery, Item, TaskContext, TaskOutput, register_task
+from sftlab.evaluate.tasks.base import ChoiceQuery, Item, TaskContext, TaskOutput
 from sftlab.evaluate.tasks.benchmark import Loaded
 from sftlab.evaluate.tasks.choice import ChoiceTask
 
@@ -54,9 +54,6 @@ def _question_block(doc: dict[str, Any], strip: bool) -> str:
 
 
 class MMLU(ChoiceTask):
-    name = "mmlu"
-    version = "1"
-    paper_shots = (0, 5)
     eval_split = "test"
     fewshot_split = "dev"
     aliases = ("mmlu",)
@@ -82,8 +79,9 @@ class MMLU(ChoiceTask):
             context = head + "\n\n".join(parts + [_question_block(item.doc, True)])
         return ChoiceQuery(context, [f" {L}" for L in LETTERS], answer_of(item.doc))
 
-    def _output(self, rows: list[dict[str, Any]], loaded: Loaded, ctx: TaskContext) -> TaskOutput:
-        out = super()._output(rows, loaded, ctx)
+    def aggregate(self, out: TaskOutput, loaded: Loaded, ctx: TaskContext) -> TaskOutput:
+        """Per-subject means in ``extra``; opencompass's headline is their plain mean."""
+        rows = out.rows
         by_subject: dict[str, list[float]] = defaultdict(list)
         for item, row in zip(loaded.items, rows, strict=True):
             by_subject[subject_of(item)].append(row["score"])
@@ -100,6 +98,3 @@ class MMLU(ChoiceTask):
         else:
             out.extra["subject_mean"], out.extra["subject_mean_stderr"] = macro, macro_se
         return out
-
-
-register_task("mmlu", MMLU)

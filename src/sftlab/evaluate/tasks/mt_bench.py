@@ -42,7 +42,6 @@ from sftlab.evaluate.tasks.base import (
     TaskOutput,
     count_outcomes,
     prompt_hash,
-    register_task,
 )
 from sftlab.evaluate.tasks.judged import JudgedTask
 from sftlab.serve.conversation import render_with_template
@@ -84,13 +83,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"cannot read JSONL: {err}", where=str(path)) from None
 
 
-def load_judge_prompts(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """Judge prompts by name from a ``judge_prompts.jsonl`` (default: sftlab's own)."""
+def load_judge_prompts(path: str | Path | None, default: str = "mt_bench.jsonl",
+                       merge: bool = False) -> dict[str, dict[str, Any]]:
+    """Judge prompts by name from a ``judge_prompts.jsonl`` (default: sftlab's own
+    ``resources/judge_prompts/<default>``). With ``merge`` the file's prompts replace the
+    defaults of the same name and the rest stay (FastChat's ``judge_ja_prompts.jsonl``
+    has no multi-turn prompts)."""
+    text = resources.files("sftlab.resources").joinpath(f"judge_prompts/{default}")
+    builtin = [json.loads(line) for line in text.read_text(encoding="utf-8").splitlines() if line]
     if path is None:
-        text = resources.files("sftlab.resources").joinpath("judge_prompts/mt_bench.jsonl")
-        rows = [json.loads(line) for line in text.read_text(encoding="utf-8").splitlines() if line]
+        rows = builtin
     else:
-        rows = _read_jsonl(Path(path))
+        rows = (builtin if merge else []) + _read_jsonl(Path(path))
     return {row["name"]: row for row in rows}
 
 
@@ -221,8 +225,11 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[float, float, dict[str, Any]]
 
 
 class MTBench(JudgedTask):
-    name = "mt_bench"
-    version = "1"
+    """MT-Bench; ``prompts`` names the built-in judge prompts (``ja_mt_bench``: Japanese
+    ones, with a user's ``--judge-prompts`` file merged over them)."""
+
+    def __init__(self, prompts: str = "mt_bench.jsonl", merge_prompts: bool = False):
+        self.prompts_resource, self.merge_prompts = prompts, merge_prompts
     def preflight(self, ctx: TaskContext) -> None:
         """Settings, judge options, questions, references and judge prompts (no model, no
         judge contacted)."""
@@ -238,7 +245,8 @@ class MTBench(JudgedTask):
             return cached[1]
         self.check(ctx)
         questions = load_questions(ctx.data, ctx.options.get("references"))[: ctx.limit]
-        prompts = load_judge_prompts(ctx.options.get("judge_prompts"))
+        prompts = load_judge_prompts(ctx.options.get("judge_prompts"), self.prompts_resource,
+                                     self.merge_prompts)
         needed = {"single-v1", "single-v1-multi-turn", "single-math-v1",
                   "single-math-v1-multi-turn"}
         if needed - set(prompts):
@@ -275,7 +283,8 @@ class MTBench(JudgedTask):
 
     def _output(self, rows: list[dict], judge: JudgeClient, ctx: TaskContext, **notes) -> TaskOutput:
         value, se, extra = summarize(rows)
-        prompts_src = ctx.options.get("judge_prompts") or "sftlab:judge_prompts/mt_bench.jsonl"
+        prompts_src = (ctx.options.get("judge_prompts")
+                       or f"sftlab:judge_prompts/{self.prompts_resource}")
         return TaskOutput(
             metric="rating", value=value, stderr=se, n=len(rows) - extra["n_missing"], rows=rows,
             outcomes=count_outcomes(rows), extra=extra,
@@ -284,4 +293,9 @@ class MTBench(JudgedTask):
         )
 
 
-register_task("mt_bench", MTBench)
+def ja_mt_bench() -> MTBench:
+    """Japanese MT-Bench (FastChat jp-stable's questions and references): the same
+    machinery with Japanese judge prompts of sftlab's own; FastChat's
+    ``judge_ja_prompts.jsonl`` (single-v1, single-math-v1) can be given with
+    ``--judge-prompts`` and replaces those two."""
+    return MTBench("ja_mt_bench.jsonl", merge_prompts=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
-from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext, register_task
+from sftlab.evaluate.tasks.base import GenQuery, Item, TaskContext
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
 
@@ -27,9 +27,6 @@ def golds_of(doc: dict[str, Any]) -> list[str]:
 
 
 class NQOpen(GenerationTask):
-    name = "nq_open"
-    version = "1"
-    paper_shots = (0, 1, 5, 25)
     eval_split = "validation"
     fewshot_split = "train"
     aliases = ("nq_open", "nq")
@@ -68,6 +65,3 @@ class NQOpen(GenerationTask):
                 verdicts.append(SampleScore(ok, pred, "pass" if ok else "fail"))
             out.append(verdicts)
         return out
-
-
-register_task("nq_open", NQOpen)
