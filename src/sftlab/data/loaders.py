@@ -57,6 +57,7 @@ DEFAULT_FIELDS = {
     "openmathinstruct": FieldMap(instruction="question", response="generated_solution"),
     "mathinstruct": FieldMap(instruction="instruction", response="output"),
     "flan": FieldMap(instruction="inputs", response="targets"),
+    "synth": FieldMap(instruction="instruction", response="response"),  # sftlab.synth rows
 }
 _USER, _ASSISTANT, _SYSTEM = "user", "assistant", "system"
 _SHAREGPT_ROLES = {"human": _USER, "user": _USER, "gpt": _ASSISTANT, "assistant": _ASSISTANT,

@@ -152,13 +152,20 @@ class JudgeClient:
     def judge(self, messages: Messages) -> Judgment:
         return self.judge_many([messages])[0]
 
-    def judge_many(self, conversations: list[Messages]) -> list[Judgment]:
+    def judge_many(self, conversations: list[Messages],
+                   extra: list[dict[str, Any]] | None = None) -> list[Judgment]:
         """One judgment per conversation (same order); cached ones are not asked again,
-        duplicates are asked once."""
-        keys = [request_key(m, self.params) for m in conversations]
+        duplicates are asked once.
+
+        ``extra`` (one dict per conversation) adds request fields to the sampling
+        parameters of that request only (``seed``, ``response_format``); they are part
+        of its body and of its cache key."""
+        params = [{**self.params, **e} for e in extra] if extra else \
+            [self.params] * len(conversations)
+        keys = [request_key(m, p) for m, p in zip(conversations, params, strict=True)]
         results: dict[str, Judgment] = {}
-        todo: dict[str, Messages] = {}
-        for key, messages in zip(keys, conversations, strict=True):
+        todo: dict[str, tuple[Messages, dict[str, Any]]] = {}
+        for key, messages, p in zip(keys, conversations, params, strict=True):
             if key in results or key in todo:
                 continue
             cached = self.cache.get(self.model, key)
@@ -166,10 +173,11 @@ class JudgeClient:
                 results[key] = Judgment(cached, cached=True)
                 self._count("cache_hits")
             else:
-                todo[key] = messages
+                todo[key] = (messages, p)
         if todo:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                fresh = pool.map(self._ask_and_store, todo.keys(), todo.values())
+                fresh = pool.map(self._ask_and_store, todo.keys(),
+                                 [m for m, _ in todo.values()], [p for _, p in todo.values()])
                 results.update(zip(todo.keys(), fresh, strict=True))
         return [results[key] for key in keys]
 
@@ -177,17 +185,20 @@ class JudgeClient:
         with self._stats_lock:
             self.stats[name] += amount
 
-    def _ask_and_store(self, key: str, messages: Messages) -> Judgment:
-        judgment = self._ask(messages)
+    def _ask_and_store(self, key: str, messages: Messages,
+                       params: dict[str, Any] | None = None) -> Judgment:
+        params = self.params if params is None else params
+        judgment = self._ask(messages, params)
         if judgment.text is not None:
-            self.cache.put(self.model, key, {"messages": messages, "params": self.params},
+            self.cache.put(self.model, key, {"messages": messages, "params": params},
                            judgment.text)
         else:
             self._count("failures")
         return judgment
 
-    def _ask(self, messages: Messages) -> Judgment:
-        body = {"model": self.model, "messages": messages, **self.params}
+    def _ask(self, messages: Messages, params: dict[str, Any] | None = None) -> Judgment:
+        body = {"model": self.model, "messages": messages,
+                **(self.params if params is None else params)}
         error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:
