@@ -287,5 +287,103 @@ def test_spec_errors_name_key_and_line(tmp_path):
 
 
 def test_example_synth_spec_is_valid():
-    spec = load_spec(REPO / "examples" / "synth.yaml")
+    spec = load_spec(REPO / "examples" / "synth" / "math.yaml")
     assert spec.grid_size() >= 2 and spec.judge is not None and spec.resolve is not None
+
+
+# --- format: synth in a study ----------------------------------------------------------
+
+
+def synth_study(tmp_path: Path, model: Path, synth: dict, **dataset) -> dict:
+    bench = tmp_path / "gsm8k_test.jsonl"  # the study's evaluation set: holds the planted copy
+    bench.write_text(json.dumps({"question": EVAL_QUESTION, "answer": "#### 72"}) + "\n")
+    return {
+        "name": "synth-study", "seed": 3, "output_dir": str(tmp_path / "study"),
+        "max_length": 256, "models": [{"name": "tiny", "path": str(model)}],
+        "datasets": [{"name": "synthetic", "format": "synth", "category": "math",
+                      "synth": synth, **dataset}],
+        "grid": {"sizes": [4], "methods": ["full"], "settings": ["single"]},
+        "methods": {"full": {"learning_rate": 1e-3, "batch_size": 2, "epochs": 1}},
+        "evaluation": {"include_base": False,
+                       "benchmarks": [{"task": "gsm8k", "data": str(bench)}]},
+    }
+
+
+def test_study_plans_without_asking_then_prepares_the_generated_set(server, tmp_path,
+                                                                    tiny_llama):
+    from sftlab.data.prepare import prepare
+    from sftlab.study import plan, study_from_dict
+
+    synth = spec_dict(server.url, decontaminate={"files": []})  # the benchmark file only
+    raw = synth_study(tmp_path, tiny_llama, synth)
+    server.reset()
+    study = study_from_dict(raw)
+    the_plan = plan(study)
+    assert server.asked() == 0 and len(the_plan.runs) == 1  # planning contacts no one
+
+    report = prepare(study, progress=False)
+    assert server.asked() > 0
+    (source,) = report.sources
+    assert source.read == 5 and source.kept == 5  # the funnel's kept rows, the eval copy gone
+    (folder,) = [p for p in (tmp_path / "study" / "synth").iterdir() if p.is_dir()]
+    assert read_yield(folder / "yield.csv")[1] == EXPECTED
+    rows = [json.loads(line) for line in Path(report.training_sets[0].path).read_text()
+            .splitlines()]
+    assert len(rows) == 4 and all("\\boxed{" in r["response"] for r in rows)
+    assert all(r["instruction"] in {v[0] for v in PLANTED.values() if v != "malformed"}
+               for r in rows)
+
+    server.reset()
+    assert prepare(study, progress=False).cached and server.asked() == 0
+
+    # transport keys do not change run ids; a filter setting does (and re-filters the cache)
+    faster = {**synth, "generator": {**synth["generator"], "concurrency": 16}}
+    assert plan(study_from_dict(synth_study(tmp_path, tiny_llama, faster))).runs[0].id \
+        == the_plan.runs[0].id
+    looser = {**synth, "resolve": {**synth["resolve"], "max_pass": 1.0}}  # keeps the too-easy row
+    study2 = study_from_dict(synth_study(tmp_path, tiny_llama, looser))
+    assert plan(study2).runs[0].id != the_plan.runs[0].id
+    assert prepare(study2, progress=False).sources[0].kept == 6 and server.asked() == 0
+
+
+def test_study_dataset_can_point_at_a_spec_file_and_errors_name_the_key(server, tmp_path,
+                                                                        tiny_llama):
+    from sftlab.study import plan, study_from_dict
+
+    spec = write_spec(tmp_path / "spec", spec_dict(server.url))
+    raw = synth_study(tmp_path, tiny_llama, None, path=str(spec))
+    del raw["datasets"][0]["synth"]
+    assert len(plan(study_from_dict(raw)).runs) == 1
+
+    with pytest.raises(UserError) as err:
+        study_from_dict({**raw, "datasets": [{"name": "s", "format": "synth"}]})
+    assert "needs either `path` (a synth spec file) or `synth`" in str(err.value)
+    bad = spec_dict(server.url, judge={"thresold": 3})
+    with pytest.raises(UserError) as err:
+        study_from_dict(synth_study(tmp_path, tiny_llama, bad))
+    assert "datasets[0].synth: judge.thresold: unknown key 'thresold'" in str(err.value)
+
+
+@pytest.mark.slow
+def test_run_trains_on_the_generated_set(server, tmp_path, tiny_llama):
+    from sftlab.orchestrate import run_study
+    from sftlab.study import study_from_dict
+
+    raw = synth_study(tmp_path, tiny_llama, spec_dict(server.url, decontaminate={"files": []}))
+    raw["evaluation"] = {"include_base": False, "benchmarks": []}
+    summary = run_study(study_from_dict(raw), progress=False)
+    assert summary["failed"] == 0
+    assert summary["stages"]["train"]["done"] == 1
+    (run_dir,) = (tmp_path / "study" / "ckpt").iterdir()
+    assert (run_dir / "epoch-1").is_dir()
+
+
+def test_example_study_with_a_synth_source_plans_offline():
+    from sftlab.study import load_study, plan
+    from sftlab.synth.study import benchmark_files, spec_of
+
+    study = load_study(REPO / "examples" / "synthetic_math.yaml")
+    spec, _ = spec_of(study, study.datasets[0])
+    assert spec.generator.concurrency == 32
+    assert [p.name for p in benchmark_files(study)] == ["gsm8k_test.jsonl"]
+    assert len(plan(study).runs) == 2
