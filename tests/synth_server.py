@@ -37,7 +37,8 @@ def body_key(body: dict) -> str:
 
 
 class ScriptedServer:
-    def __init__(self, responder: Callable[[dict, int], str | Reply], latency: float = 0.0):
+    def __init__(self, responder: Callable[[dict, int], str | Reply], latency: float = 0.0,
+                 port: int = 0):
         self.responder = responder
         self.latency = latency
         self.bodies: list[dict] = []
@@ -74,7 +75,7 @@ class ScriptedServer:
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         config = uvicorn.Config(app, log_level="error", access_log=False, backlog=2048,

@@ -59,13 +59,16 @@ def request_key(messages: Messages, params: dict[str, Any]) -> str:
 class JudgmentCache:
     """SQLite table ``judgments(judge_model, prompt_hash, request, response, created)``.
 
-    Safe to share between threads (one short-lived connection per call) and between
-    processes (WAL; writes are single statements).
+    Safe to share between threads (one connection per thread, kept) and between
+    processes (WAL; writes are single statements). ``synchronous=NORMAL``: a committed
+    answer survives the process being killed (not necessarily a power cut), and a write
+    costs no fsync.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("CREATE TABLE IF NOT EXISTS judgments (judge_model TEXT NOT NULL, "
@@ -73,7 +76,11 @@ class JudgmentCache:
                         " created REAL NOT NULL, PRIMARY KEY (judge_model, prompt_hash))")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = sqlite3.connect(self.path, timeout=30)
+            con.execute("PRAGMA synchronous=NORMAL")
+        return con
 
     def get(self, judge_model: str, key: str) -> str | None:
         with self._connect() as con:

@@ -32,6 +32,8 @@ def unique_mask(texts: list[str], *, threshold: float, ngram: int,
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    first = MinHash(num_perm=num_perm, seed=1)
+    reuse = {"permutations": first.permutations, "scheme": first.scheme}  # made once, not per row
     seen: set[str] = set()
     kept: dict[str, MinHash] = {}
     out = []
@@ -40,7 +42,7 @@ def unique_mask(texts: list[str], *, threshold: float, ngram: int,
         if exact in seen:
             out.append(False)
             continue
-        sketch = MinHash(num_perm=num_perm, seed=1)
+        sketch = MinHash(num_perm=num_perm, seed=1, **reuse)
         sketch.update_batch([s.encode("utf-8") for s in shingles(text, ngram)])
         near = any(sketch.jaccard(kept[key]) >= threshold for key in lsh.query(sketch))
         out.append(not near)
