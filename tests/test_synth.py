@@ -336,6 +336,16 @@ def test_study_plans_without_asking_then_prepares_the_generated_set(server, tmp_
     server.reset()
     assert prepare(study, progress=False).cached and server.asked() == 0
 
+    from types import SimpleNamespace
+
+    from sftlab.report.synth_funnel import synth_funnel_section
+
+    section = synth_funnel_section(SimpleNamespace(
+        options=SimpleNamespace(predictions_root=tmp_path / "study")))
+    (table,) = section.tables
+    assert "5 of 12 generated rows kept" in table.caption
+    assert list(table.display.iloc[-1]) == ["total", "", "12", "11", "9", "7", "6", "5", "5"]
+
     # transport keys do not change run ids; a filter setting does (and re-filters the cache)
     faster = {**synth, "generator": {**synth["generator"], "concurrency": 16}}
     assert plan(study_from_dict(synth_study(tmp_path, tiny_llama, faster))).runs[0].id \
