@@ -397,3 +397,15 @@ def test_example_study_with_a_synth_source_plans_offline():
     assert spec.generator.concurrency == 32
     assert [p.name for p in benchmark_files(study)] == ["gsm8k_test.jsonl"]
     assert len(plan(study).runs) == 2
+
+
+def test_smoke_keeps_a_synth_source_only_when_its_generator_answers(server, tmp_path,
+                                                                    tiny_llama):
+    from sftlab.smoke import smoke_study
+    from sftlab.study import study_from_dict
+
+    live = study_from_dict(synth_study(tmp_path, tiny_llama, spec_dict(server.url)))
+    assert smoke_study(live).datasets[0].format == "synth"
+    dead = study_from_dict(synth_study(tmp_path, tiny_llama, spec_dict("http://127.0.0.1:9/v1")))
+    stand_in = smoke_study(dead).datasets[0]
+    assert stand_in.format == "jsonl" and stand_in.name == "synthetic"

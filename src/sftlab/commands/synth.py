@@ -31,9 +31,12 @@ def register(app: typer.Typer) -> None:
 
         spec = load_spec(spec_path)
 
+        verbs = {"generated": "generating", "judged": "judging", "resolved": "re-solving",
+                 "unique": "deduplicating", "clean": "decontaminating"}
+
         def on_stage(stage: str, rows: int) -> None:
             if not as_json:
-                print(f"synth: {stage}: {rows} row(s)", file=sys.stderr)
+                print(f"synth: {verbs.get(stage, stage)} {rows} row(s)", file=sys.stderr)
 
         result = run_synth(spec, out, base_dir=spec_path.parent, on_stage=on_stage)
         if as_json:
