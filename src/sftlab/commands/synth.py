@@ -64,7 +64,7 @@ def _print_funnel(result) -> None:
         table.add_row(*(str(condition[n]) for n in names), *(str(counts[s]) for s in STAGES))
     totals = result.totals
     table.add_row(*(["total"] + [""] * (len(names) - 1)), *(str(totals[s]) for s in STAGES))
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     r = result.requests
     console.print(f"requests: {r['requests']} sent ({r['retries']} retries), "
