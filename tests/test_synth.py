@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from synth_server import Reply, ScriptedServer
 
 from sftlab.cli import main
 from sftlab.data.sampling import derive_seed
 from sftlab.errors import UserError
 from sftlab.synth.pipeline import run_synth
 from sftlab.synth.spec import STAGES, load_spec, parse_spec
-from tests.synth_server import Reply, ScriptedServer
 
 pytestmark = pytest.mark.timeout(180)
 REPO = Path(__file__).resolve().parents[1]
