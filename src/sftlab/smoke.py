@@ -96,6 +96,15 @@ def smoke_notes(study: Study) -> list[str]:
 
 def _smoke_dataset(study: Study, spec: DatasetSpec) -> dict:
     raw = spec.model_dump()
+    if spec.format == "synth":
+        from sftlab.synth.study import generator_reachable
+
+        if generator_reachable(study, spec):
+            return {**raw, "allow_smaller": True}
+        log.info("smoke: dataset %s: its generator does not answer; using embedded math data",
+                 spec.name)
+        return {"name": spec.name, "category": spec.category, "allow_smaller": True,
+                "subset": f"smoke-{spec.name}", **_MATH}
     if _reachable(study, spec.path):
         return {**raw, "allow_smaller": True}
     shape = (_BY_FORMAT.get(spec.format) or _BY_CATEGORY.get(spec.category.lower())

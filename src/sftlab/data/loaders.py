@@ -66,6 +66,7 @@ DEFAULT_FIELDS = {
     "flan": FieldMap(instruction="inputs", response="targets"),
     "ichikara": FieldMap(instruction="text", response="output"),
     "answercarefully": FieldMap(instruction="text", response="output"),
+    "synth": FieldMap(instruction="instruction", response="response"),  # sftlab.synth rows
 }
 _USER, _ASSISTANT, _SYSTEM = "user", "assistant", "system"
 _SHAREGPT_ROLES = {"human": _USER, "user": _USER, "gpt": _ASSISTANT, "assistant": _ASSISTANT,

@@ -46,9 +46,12 @@ from sftlab.study.plan import (
     filter_identity,
     plan,
     sample_key,
+    source_content,
 )
 from sftlab.study.spec import DatasetSpec, Study
 from sftlab.study.template import render_prompt
+from sftlab.synth.study import data_path as synth_data_path
+from sftlab.synth.study import ensure_generated
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -168,11 +171,15 @@ def _sources(study: Study) -> list[_Source]:
             raise UserError(f"datasets[{i}] ({spec.name}) reads the same data as "
                             f"'{seen[key]}' with the same settings; keep one of them")
         seen[key] = spec.name
-        path = study.resolve_path(spec.path)
         where = f"datasets[{i}] ({spec.name})"
+        if spec.format == "synth":  # generated on demand; keyed by what it generates
+            path, fingerprint = str(synth_data_path(study, spec)), source_content(study, spec)
+        else:
+            path = study.resolve_path(spec.path)
+            fingerprint = _fingerprint(path, where=f"datasets[{i}].path", study=study)
         out.append(_Source(spec, where, path, key,
                            {size: sample_key(study, spec, size) for size in study.grid.sizes},
-                           _fingerprint(path, where=f"datasets[{i}].path", study=study)))
+                           fingerprint))
     return out
 
 
@@ -219,6 +226,8 @@ def _prepare_source(study: Study, source: _Source, tokenizers: list, staging: St
                     manifest: dict, bar) -> list[str]:
     """Load, dedupe, filter and sample one source; stage its files. Returns size problems."""
     spec = source.spec
+    if spec.format == "synth":
+        ensure_generated(study, spec)
     loaded = load_source(spec, source.path, where=source.where)
     examples, duplicates = dedupe(loaded.examples)
     del loaded.examples

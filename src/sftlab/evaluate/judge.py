@@ -59,13 +59,16 @@ def request_key(messages: Messages, params: dict[str, Any]) -> str:
 class JudgmentCache:
     """SQLite table ``judgments(judge_model, prompt_hash, request, response, created)``.
 
-    Safe to share between threads (one short-lived connection per call) and between
-    processes (WAL; writes are single statements).
+    Safe to share between threads (one connection per thread, kept) and between
+    processes (WAL; writes are single statements). ``synchronous=NORMAL``: a committed
+    answer survives the process being killed (not necessarily a power cut), and a write
+    costs no fsync.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("CREATE TABLE IF NOT EXISTS judgments (judge_model TEXT NOT NULL, "
@@ -73,7 +76,11 @@ class JudgmentCache:
                         " created REAL NOT NULL, PRIMARY KEY (judge_model, prompt_hash))")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = sqlite3.connect(self.path, timeout=30)
+            con.execute("PRAGMA synchronous=NORMAL")
+        return con
 
     def get(self, judge_model: str, key: str) -> str | None:
         with self._connect() as con:
@@ -152,13 +159,20 @@ class JudgeClient:
     def judge(self, messages: Messages) -> Judgment:
         return self.judge_many([messages])[0]
 
-    def judge_many(self, conversations: list[Messages]) -> list[Judgment]:
+    def judge_many(self, conversations: list[Messages],
+                   extra: list[dict[str, Any]] | None = None) -> list[Judgment]:
         """One judgment per conversation (same order); cached ones are not asked again,
-        duplicates are asked once."""
-        keys = [request_key(m, self.params) for m in conversations]
+        duplicates are asked once.
+
+        ``extra`` (one dict per conversation) adds request fields to the sampling
+        parameters of that request only (``seed``, ``response_format``); they are part
+        of its body and of its cache key."""
+        params = [{**self.params, **e} for e in extra] if extra else \
+            [self.params] * len(conversations)
+        keys = [request_key(m, p) for m, p in zip(conversations, params, strict=True)]
         results: dict[str, Judgment] = {}
-        todo: dict[str, Messages] = {}
-        for key, messages in zip(keys, conversations, strict=True):
+        todo: dict[str, tuple[Messages, dict[str, Any]]] = {}
+        for key, messages, p in zip(keys, conversations, params, strict=True):
             if key in results or key in todo:
                 continue
             cached = self.cache.get(self.model, key)
@@ -166,10 +180,11 @@ class JudgeClient:
                 results[key] = Judgment(cached, cached=True)
                 self._count("cache_hits")
             else:
-                todo[key] = messages
+                todo[key] = (messages, p)
         if todo:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                fresh = pool.map(self._ask_and_store, todo.keys(), todo.values())
+                fresh = pool.map(self._ask_and_store, todo.keys(),
+                                 [m for m, _ in todo.values()], [p for _, p in todo.values()])
                 results.update(zip(todo.keys(), fresh, strict=True))
         return [results[key] for key in keys]
 
@@ -177,17 +192,20 @@ class JudgeClient:
         with self._stats_lock:
             self.stats[name] += amount
 
-    def _ask_and_store(self, key: str, messages: Messages) -> Judgment:
-        judgment = self._ask(messages)
+    def _ask_and_store(self, key: str, messages: Messages,
+                       params: dict[str, Any] | None = None) -> Judgment:
+        params = self.params if params is None else params
+        judgment = self._ask(messages, params)
         if judgment.text is not None:
-            self.cache.put(self.model, key, {"messages": messages, "params": self.params},
+            self.cache.put(self.model, key, {"messages": messages, "params": params},
                            judgment.text)
         else:
             self._count("failures")
         return judgment
 
-    def _ask(self, messages: Messages) -> Judgment:
-        body = {"model": self.model, "messages": messages, **self.params}
+    def _ask(self, messages: Messages, params: dict[str, Any] | None = None) -> Judgment:
+        body = {"model": self.model, "messages": messages,
+                **(self.params if params is None else params)}
         error = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:

@@ -113,8 +113,14 @@ class Plan:
 
 
 def dataset_identity(spec: DatasetSpec) -> dict:
-    """What about a dataset changes the examples it yields (not its name or category)."""
-    return spec.model_dump(exclude={"name", "category", "allow_smaller"}, mode="json")
+    """What about a dataset changes the examples it yields (not its name or category;
+    for an inline synth spec, not how its endpoints are reached)."""
+    data = spec.model_dump(exclude={"name", "category", "allow_smaller"}, mode="json")
+    if spec.synth is not None:
+        from sftlab.synth.spec import parse_spec, spec_identity
+
+        data["synth"] = spec_identity(parse_spec(spec.synth))
+    return data
 
 
 def filter_identity(study: Study) -> dict:
@@ -130,7 +136,17 @@ def filter_identity(study: Study) -> dict:
 def sample_key(study: Study, dataset: DatasetSpec, size: int) -> str:
     return content_hash({"dataset": dataset_identity(dataset), "size": size,
                          "filter": filter_identity(study),
-                         "content": source_fingerprint(study.resolve_path(dataset.path))})
+                         "content": source_content(study, dataset)})
+
+
+def source_content(study: Study, dataset: DatasetSpec) -> str | None:
+    """The content a dataset's examples come from: its files' sha256 (None for a hub id),
+    or for ``format: synth`` the key of what it generates."""
+    if dataset.format == "synth":
+        from sftlab.synth.study import synth_key
+
+        return synth_key(study, dataset)
+    return source_fingerprint(study.resolve_path(dataset.path))
 
 
 def source_fingerprint(path: str) -> str | None:

@@ -52,6 +52,7 @@ DATASET_FORMATS = (
     "csv",
     "tsv",
     "parquet",
+    "synth",  # generated: a synth spec file (path) or an inline spec (synth), see sftlab.synth
 )
 GENERIC_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
 METHOD_TYPES = ("full", "lora", "dora")
@@ -90,7 +91,8 @@ class DatasetSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     format: str
-    path: str  # local file or folder, or a hub id
+    path: str | None = None  # local file or folder, or a hub id; required but for synth
+    synth: dict[str, Any] | None = None  # format synth: the spec inline (else `path` to it)
     category: str = "general"
     fields: FieldMap | None = None
     columns: list[str] | None = None  # headerless CSV/TSV column names
@@ -120,6 +122,29 @@ class DatasetSpec(_Strict):
         if value not in DATASET_FORMATS:
             raise ValueError(_unknown("format", value, DATASET_FORMATS))
         return value
+
+    @field_validator("synth")
+    @classmethod
+    def _valid_synth(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from sftlab.synth.spec import parse_spec
+
+            try:
+                parse_spec(value)
+            except UserError as err:
+                raise ValueError("; ".join(err.problems)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _path_or_synth(self) -> DatasetSpec:
+        if self.format == "synth" and (self.path is None) == (self.synth is None):
+            raise ValueError("format 'synth' needs either `path` (a synth spec file) or "
+                             "`synth` (the spec inline)")
+        if self.format != "synth" and self.synth is not None:
+            raise ValueError("`synth` is only for format 'synth'")
+        if self.format != "synth" and self.path is None:
+            raise ValueError("`path` is missing (a local file or folder, or a hub id)")
+        return self
 
     @model_validator(mode="after")
     def _fields_for_generic(self) -> DatasetSpec:
