@@ -104,7 +104,7 @@ def run_sftlab(model: Path, rows, a, workdir: Path):
     from sftlab.train import TrainConfig
     from sftlab.train.trainer import build_trainer
 
-    cfg = TrainConfig(method_type="full", learning_rate=a.lr, batch_size=a.batch_size,
+    cfg = TrainConfig.of(method_type="full", learning_rate=a.lr, batch_size=a.batch_size,
                       micro_batch_size=a.micro_batch_size, epochs=a.epochs, seed=a.seed,
                       lr_scheduler="cosine", warmup_ratio=0.03, logging_steps=1,
                       max_length=a.max_length, precision="bf16" if a.device == "cuda" else "fp32")

@@ -55,8 +55,7 @@ def train_job(payload: dict) -> dict:
 
     _threads()
     study = study_of(payload)
-    raw = payload["run"]
-    run = RunSpec(**{**raw, "datasets": tuple(raw["datasets"])})
+    run = RunSpec.from_dict(payload["run"])
     run = dataclasses.replace(run, model_path=study.resolve_model_path(run.model_path))
     summary = train_run(study, run, progress=False)
     return {"epochs": completed_epochs(study, run.id), "summary": _plain(summary)}
@@ -89,15 +88,19 @@ def evaluate_job(payload: dict) -> dict:
 
 
 def _model_and_adapter(study, payload: dict) -> tuple[str, str | None]:
-    from sftlab.train.run import checkpoint_dir
+    """(model, adapter) of a checkpoint: an adapter's base is the model its run started
+    from (the study's model, or a chained run's parent result)."""
+    from sftlab.methods.links import checkpoint_path, start_model
+    from sftlab.study.plan import plan
 
-    base = study.resolve_model_path(payload["model_path"])
     if payload["epoch"] == 0:
-        return base, None
-    ckpt = checkpoint_dir(study, payload["target"], payload["epoch"])
-    if payload["method_type"] == "full":
+        return study.resolve_model_path(payload["model_path"]), None
+    the_plan = plan(study)
+    run = the_plan.run_index[payload["target"]]
+    ckpt = checkpoint_path(study, run, payload["epoch"])
+    if run.weights == "full":
         return str(ckpt), None
-    return base, str(ckpt)
+    return start_model(study, the_plan, run), str(ckpt)
 
 
 def _task_options(study, spec: dict) -> dict[str, Any]:

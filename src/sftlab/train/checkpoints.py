@@ -29,6 +29,7 @@ EPOCH_RE = re.compile(r"^epoch-(\d+)$")
 STAGING = ".staging"
 BASE_RECORD = "sftlab_base.json"
 DONE_RECORD = "sftlab_done.json"
+UPSCALE_RECORD = "sftlab_upscale.json"  # an up-scaled model's layer plan (sftlab.methods.upscale)
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 RESUME_GLOBS = ("rng_state*.pth",)
 
@@ -141,3 +142,14 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def read_new_layers(model_path: str | Path) -> list[int]:
+    """The decoder layers an up-scaling added to ``model_path`` (its ``sftlab_upscale.json``)."""
+    path = Path(model_path) / UPSCALE_RECORD
+    if not path.is_file():
+        from sftlab.errors import UserError
+
+        raise UserError(f"trainable: new needs a model up-scaled by sftlab; {model_path} has no "
+                        f"{UPSCALE_RECORD} (start the method from an `upscale` link with `init:`)")
+    return json.loads(path.read_text())["new_layers"]
