@@ -182,3 +182,29 @@ def test_a_chain_resumes_after_kill_9_and_ends_as_an_uninterrupted_run(tmp_path)
     proc = _drive(tmp_path, crashing)
     assert proc.returncode == 0 and "failed 0" in proc.stdout, proc.stderr[-2000:]
     assert _results(crashing) == _results(reference)
+
+
+def test_a_methods_own_data_is_prepared_whole_and_rendered(tmp_path):
+    from sftlab.data.prepare import prepare
+
+    rows = [{"instruction": f"say {i}", "input": "", "output": f"{i}!"} for i in range(5)]
+    (tmp_path / "own.json").write_text(json.dumps(rows))
+    raw = chain_study(tmp_path, own={"type": "lora", "learning_rate": 1e-3, "batch_size": 4,
+                                     "epochs": 1, "init": "cpt",
+                                     "data": {"format": "alpaca", "path": str(tmp_path / "own.json")}})
+    raw["grid"]["methods"] = ["own"]
+    study = study_from_dict(raw)
+    p = plan(study)
+    [own_a, own_b] = [r for r in p.runs if r.method == "own"]
+    assert own_a.data_key == own_b.data_key and own_a.datasets == ("own",)
+    prepare(study, progress=False)
+    data = Path(study.out_dir) / "data"
+    lines = [json.loads(x) for x in (data / f"{own_a.data_key}.jsonl").read_text().splitlines()]
+    assert [r["completion"] for r in lines] == [f"{i}!" for i in range(5)]
+    assert lines[0]["prompt"] == "###Question: say 0\n\n###Answer: "
+    cpt = next(r for r in p.runs if r.method == "cpt")
+    docs = [json.loads(x) for x in (data / f"{cpt.data_key}.jsonl").read_text().splitlines()]
+    assert len(docs) == 1 and docs[0]["text"].startswith("alpha beta")
+    # no grid method trains on the grid's datasets: none of them was prepared
+    assert sorted(p.name for p in data.glob("*.jsonl")) == sorted(
+        f"{k}.jsonl" for k in {own_a.data_key, cpt.data_key})

@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from sftlab.errors import UserError
 from sftlab.methods.links import Link
 from sftlab.study.spec import TrainedMethod, _Strict
+from sftlab.train import checkpoints
 
 
 class RopeSpec(_Strict):
@@ -78,6 +79,11 @@ class CPTMethod(TrainedMethod):
     @property
     def weights(self) -> str:
         return self.adapter
+
+    def smoke(self, *, epochs: int, batch_size: int) -> dict:
+        """Shrunk like any trained method, rows of at most 256 tokens."""
+        shrunk = super().smoke(epochs=epochs, batch_size=batch_size)
+        return {**shrunk, "max_length": min(self.max_length or 256, 256)}
 
     def start_model(self, start: str, root: Path) -> str:
         """With ``rope``: ``ckpt/<run_id>/base``, the start model with its RoPE scaled."""
@@ -125,7 +131,7 @@ def extended_base(start: str, target: Path, rope: RopeSpec) -> Path:
             if file.is_file() and file.name != "config.json":
                 os.symlink(file.resolve(), tmp / file.name)
         config.save_pretrained(tmp)
-        os.replace(tmp, target)
+        checkpoints.rename_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -8,7 +8,6 @@ started from, once, into ``ckpt/<parent_id>/merged/`` (written atomically).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -85,7 +84,7 @@ def _merged(adapter: Path, base: str, target: Path) -> Path:
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         merged.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(tmp)
-        os.replace(tmp, target)
+        checkpoints.rename_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -67,6 +66,10 @@ class UpscaleMethod(MethodBase):
         if self.data is not None:
             raise ValueError("`data`: an upscale link reads no data")
         return self
+
+    def smoke(self, *, epochs: int, batch_size: int) -> dict:
+        """``tiny:<arch>`` models have 2 layers: up-scaled to 3 (solar: 4, its smallest)."""
+        return {**self.model_dump(), "layers": 4 if self.strategy == "solar" else 3}
 
 
 CONFIG = UpscaleMethod
@@ -141,7 +144,7 @@ def upscale_model(model_path: str, strategy: str, layers: int, out_dir: Path | s
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / checkpoints.UPSCALE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, out_dir)
+        checkpoints.rename_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("up-scaled %s: %d -> %d layers (%s) in %s", model_path, len(base), layers,

@@ -289,10 +289,12 @@ def _method_runs(study: Study, model, method: str, cells: list[_Cell],
                                              sources=(spec.data.name or method,)))
     out = []
     for parent in parents:
-        if parent is not None:
+        if spec.data is not None and (parent is None or not parent.size):
+            cell = _Cell("single", (spec.data.name or method,), 0, key)  # its own data's label
+        elif parent is not None:  # labelled like the grid cell (or link) it starts from
             cell = _Cell(parent.setting, parent.datasets, parent.size, key, parent.left_out)
         else:
-            cell = _Cell("single", (spec.data.name or method,) if spec.data else (), 0, key)
+            cell = _Cell("single", (), 0, None)
         out.append(_run(study, model, method, cell, parent))
     return out
 

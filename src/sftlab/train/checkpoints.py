@@ -153,3 +153,13 @@ def read_new_layers(model_path: str | Path) -> list[int]:
         raise UserError(f"trainable: new needs a model up-scaled by sftlab; {model_path} has no "
                         f"{UPSCALE_RECORD} (start the method from an `upscale` link with `init:`)")
     return json.loads(path.read_text())["new_layers"]
+
+
+def rename_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, unless another process (a rank of
+    the same torchrun job) got there first; then ``tmp`` is left for the caller to remove."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
