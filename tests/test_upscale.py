@@ -138,3 +138,17 @@ def test_the_cli_writes_a_model_that_trains_with_only_its_new_layers(tiny_model_
     assert changed and all(name.startswith(tuple(f"model.layers.{i}." for i in new))
                            for name in changed)
     assert any(f"model.layers.{i}.mlp.down_proj" in name for i in new for name in changed)
+
+
+def test_a_stale_layer_idx_would_change_cached_generation(tiny_model_factory, tmp_path):
+    """Why layer_idx is rebuilt: copies keeping their source's index share a KV-cache slot."""
+    path = tiny_model_factory("llama", num_layers=4)
+    upscale_model(str(path), "solar", 6, tmp_path / "up")
+    _, up = _models(path, tmp_path / "up")
+    ids = torch.tensor([[5, 17, 33, 2, 40, 41, 9, 12]])
+    kwargs = dict(max_new_tokens=12, do_sample=False)
+    without_cache = up.generate(ids, use_cache=False, **kwargs)
+    assert torch.equal(up.generate(ids, use_cache=True, **kwargs), without_cache)
+    for layer, source in zip(up.model.layers, [0, 1, 2, 1, 2, 3], strict=True):
+        layer.self_attn.layer_idx = source  # what a plain deepcopy leaves
+    assert not torch.equal(up.generate(ids, use_cache=True, **kwargs), without_cache)

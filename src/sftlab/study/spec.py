@@ -483,6 +483,13 @@ def _chain_problems(methods: dict) -> list[str]:
         if link == key:
             problems.append(f"methods.{key}.init: the chain {' -> '.join([*seen, key])} "
                             "is a cycle")
+    for key, method in methods.items():
+        parent = method.get("init") if isinstance(method, dict) else None
+        kind = methods[parent].get("type") or parent if isinstance(methods.get(parent), dict) \
+            else None
+        if isinstance(method, dict) and method.get("trainable") == "new" and kind != "upscale":
+            problems.append(f"methods.{key}.trainable: `new` trains the layers an up-scaling "
+                            f"added; start it from an upscale method (`init:`)")
     return problems
 
 
