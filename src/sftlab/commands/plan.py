@@ -56,7 +56,7 @@ def _print_table(the_plan, counts: dict) -> None:
                  "leave_one_out": f"all - {r.left_out}"}[r.setting]
         method = r.chain if chained else r.method
         table.add_row(r.id, r.model, method, *((r.parent or "-",) if chained else ()), r.setting,
-                      names, str(r.size), str(r.epochs))
+                      names, str(r.size) if r.size else "-", str(r.epochs))
     console = Console(width=200)
     console.print(table)
     n_models, n_data = len(study.models), len(study.datasets)
