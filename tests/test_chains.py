@@ -211,3 +211,31 @@ def test_a_methods_own_data_is_prepared_whole_and_rendered(tmp_path):
     # no grid method trains on the grid's datasets: none of them was prepared
     assert sorted(p.name for p in data.glob("*.jsonl")) == sorted(
         f"{k}.jsonl" for k in {own_a.data_key, cpt.data_key})
+
+
+def test_train_one_run_prepares_its_data_and_trains_its_parent_links_first(tmp_path, capsys):
+    """`sftlab train --run` on a child: the up-scaling link first, then only the new layers
+    of the up-scaled model train (`trainable: new`); the others stay bit-identical."""
+    import torch
+    from safetensors.torch import load_file
+
+    raw = chain_study(tmp_path, sft={"type": "full", "init": "upscale", "learning_rate": 5e-3,
+                                     "batch_size": 4, "epochs": 1, "trainable": "new"},
+                      upscale={"strategy": "llama_pro", "layers": 3})
+    raw["models"] = raw["models"][:1]
+    raw["datasets"] = raw["datasets"][:1]
+    raw["grid"]["methods"] = ["sft"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    p = plan(study_from_dict(raw))
+    [up] = [r for r in p.runs if r.method == "upscale"]
+    [sft] = [r for r in p.runs if r.method == "sft"]
+    assert up.parent is None and sft.parent == up.id
+    assert main(["train", str(path), "--run", sft.id, "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["run_id"] for x in lines] == [up.id, sft.id]
+    ckpt = tmp_path / "out" / "ckpt"
+    before = load_file(ckpt / up.id / "epoch-1" / "model.safetensors")
+    after = load_file(ckpt / sft.id / "epoch-1" / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model.layers.2.") for k in changed)  # the new layer

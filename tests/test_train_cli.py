@@ -76,8 +76,8 @@ def test_bad_requests_are_user_errors(tiny_llama, tmp_path, capsys):
     assert "no run 'ffffffff'" in capsys.readouterr().err
     assert main(["train", str(study_path)]) == 2
     assert "--run RUN_ID" in capsys.readouterr().err
-    assert main(["train", str(study_path), "--all"]) == 2  # nothing prepared yet
-    assert "sftlab prepare" in capsys.readouterr().err
+    assert main(["train", str(study_path), "--all"]) == 2  # prepares first: its data is missing
+    assert "data file not found" in capsys.readouterr().err
     assert not (tmp_path / "out" / "ckpt").exists()
 
 
