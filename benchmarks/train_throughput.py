@@ -110,14 +110,14 @@ LORA = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear")
 
 
 def run_sftlab(model: Path, rows, a, workdir: Path, method: str = "full"):
-    from sftlab.train import LoraConfigSpec, TrainConfig
+    from sftlab.train import TrainConfig
     from sftlab.train.trainer import build_trainer
 
-    cfg = TrainConfig(method_type=method, learning_rate=a.lr, batch_size=a.batch_size,
+    cfg = TrainConfig.of(method_type=method, learning_rate=a.lr, batch_size=a.batch_size,
                       micro_batch_size=a.micro_batch_size, epochs=a.epochs, seed=a.seed,
                       lr_scheduler="cosine", warmup_ratio=0.03, logging_steps=1,
                       max_length=a.max_length, precision="bf16" if a.device == "cuda" else "fp32",
-                      lora=LoraConfigSpec(**LORA) if method == "lora" else None)
+                      **({"lora": LORA} if method == "lora" else {}))
     trainer = build_trainer(str(model), rows, cfg, workdir / f"sftlab-{method}", callbacks=[],
                             progress=False)
     trainer.args.save_strategy = "no"

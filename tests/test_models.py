@@ -188,8 +188,8 @@ def test_one_loader_serves_training_evaluation_and_serving(tiny_llama, monkeypat
 
     HFBackend(str(tiny_llama), device="cpu")
     runtime.load_for_inference(str(tiny_llama), device="cpu")
-    trainer.load_model(str(tiny_llama), TrainConfig(method_type="full", learning_rate=1e-3,
-                                                    batch_size=2, epochs=1), "fp32", None)
+    trainer.load_model(str(tiny_llama), TrainConfig.of("full", learning_rate=1e-3, batch_size=2,
+                                                       epochs=1), "fp32", None)
     assert calls == [str(tiny_llama)] * 3
 
 

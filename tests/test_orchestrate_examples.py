@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sftlab.study import load_study, plan
 from sftlab.study.resolve import EMBEDDED_PREFIX, TINY_PREFIX
 
@@ -30,3 +32,41 @@ def test_quickstart_has_the_promised_shape():
     counts = plan(study).counts()
     assert counts["runs"] == 2 * 2 * 2 * (3 + 1 + 3)
     assert counts["base_models"] == 2
+
+
+COMPETITION = QUICKSTART.with_name("competition.yaml")
+
+
+def test_competition_pipeline_is_one_chain_per_model():
+    study = load_study(COMPETITION)
+    p = plan(study)
+    assert sorted(r.chain for r in p.runs) == [
+        "cpt", "cpt>sft_no_upscale", "cpt>upscale", "cpt>upscale>sft"]
+    cpt = study.methods["cpt"]
+    assert (cpt.type, cpt.weights, cpt.max_length, cpt.rope.type) == ("cpt", "dora", 16384, "yarn")
+    assert (study.methods["upscale"].strategy, study.methods["upscale"].layers) == ("opt_deus", 48)
+    runs = {r.method: r for r in p.runs}
+    assert runs["sft"].parent == runs["upscale"].id and runs["upscale"].parent == runs["cpt"].id
+    assert runs["sft_no_upscale"].parent == runs["cpt"].id
+
+
+@pytest.mark.slow
+def test_competition_runs_in_smoke_mode_and_reports_every_link(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from sftlab.cli import main
+
+    raw = yaml.safe_load(COMPETITION.read_text())
+    raw["methods"]["cpt"]["data"]["path"] = str(COMPETITION.parent / "data" / "math_text.jsonl")
+    study = tmp_path / "competition.yaml"
+    study.write_text(yaml.safe_dump({**raw, "output_dir": str(tmp_path / "out")}))
+    assert main(["run", str(study), "--smoke", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["failed"] == 0 and summary["stages"]["train"]["done"] == 4
+    assert main(["results", str(study), "--smoke", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["method"] for r in rows} == {"base", "cpt", "cpt>upscale", "cpt>upscale>sft",
+                                           "cpt>sft_no_upscale"}
+    assert main(["report", str(study), "--smoke"]) == 0

@@ -43,7 +43,7 @@ def test_facts_training_lifts_nq_open_over_the_base_model(tiny_llama, tmp_path, 
         return result
 
     base = score(str(tiny_llama), "base")
-    cfg = TrainConfig(method_type="full", learning_rate=3e-3, batch_size=8, epochs=2,
+    cfg = TrainConfig.of(method_type="full", learning_rate=3e-3, batch_size=8, epochs=2,
                       warmup_ratio=0.1, seed=42)
     summary = train_on_rows(str(tiny_llama), rows, cfg, tmp_path / "ckpt")
     trained = score(summary["checkpoints"][-1], "trained")

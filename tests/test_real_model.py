@@ -106,7 +106,7 @@ def test_short_lora_run_lowers_held_out_loss_and_teaches_facts(smollm2, tmp_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sftlab.evaluate.backends.hf import HFBackend
-    from sftlab.train import LoraConfigSpec, TrainConfig, train_on_rows
+    from sftlab.train import TrainConfig, train_on_rows
 
     capitals = {s for s, _ in DEMO_FACTS["capital"]}
     rows = [{"prompt": PROMPT.format(q=r["instruction"] + (f"\n{r['input']}" if r["input"] else "")),
@@ -118,9 +118,9 @@ def test_short_lora_run_lowers_held_out_loss_and_teaches_facts(smollm2, tmp_path
     base = AutoModelForCausalLM.from_pretrained(smollm2)
     before = answer_logprob(base, tokenizer, held_out)
 
-    cfg = TrainConfig(method_type="lora", learning_rate=3e-3, batch_size=8, epochs=3,
-                      lr_scheduler="constant", warmup_ratio=0.0, seed=7, logging_steps=1,
-                      lora=LoraConfigSpec(r=8, alpha=16, dropout=0.0, target_modules="all-linear"))
+    cfg = TrainConfig.of("lora", learning_rate=3e-3, batch_size=8, epochs=3,
+                         lr_scheduler="constant", warmup_ratio=0.0, seed=7, logging_steps=1,
+                         lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"})
     train_on_rows(smollm2, rows, cfg, tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / "epoch-3"
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2), ckpt)

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from sftlab.train import LoraConfigSpec, TrainConfig, train_on_rows
+from sftlab.study.spec import LoraSpec
+from sftlab.train import TrainConfig, train_on_rows
 from sftlab.train.batching import StepBatchSampler, padding_stats, step_batches
 
 PROMPT = "###Question: {q}\n\n###Answer: "
@@ -30,7 +31,7 @@ def make_rows(n: int = 32) -> list[dict]:
 def config(**overrides) -> TrainConfig:
     base = dict(method_type="full", learning_rate=3e-3, batch_size=8, epochs=3,
                 logging_steps=1, lr_scheduler="constant", warmup_ratio=0.0, seed=7)
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.of(**{**base, **overrides})
 
 
 def read_log(run: Path) -> list[dict]:
@@ -87,7 +88,7 @@ def test_lora_changes_only_the_adapter(tiny_llama, tmp_path):
 
     keep = KeepModel()
     cfg = config(method_type="lora", epochs=2, learning_rate=1e-2,
-                 lora=LoraConfigSpec(r=4, alpha=8, dropout=0.0))
+                 lora=LoraSpec(r=4, alpha=8, dropout=0.0))
     run = tmp_path / "run"
     train_on_rows(str(tiny_llama), make_rows(), cfg, run, callbacks=[keep])
 
@@ -109,7 +110,7 @@ def test_lora_changes_only_the_adapter(tiny_llama, tmp_path):
 
 def test_dora_trains_magnitude_vectors(tiny_qwen2, tmp_path):
     cfg = config(method_type="dora", epochs=2, learning_rate=1e-2,
-                 lora=LoraConfigSpec(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+                 lora=LoraSpec(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
     run = tmp_path / "run"
     train_on_rows(str(tiny_qwen2), make_rows(), cfg, run)
     first = load_file(run / "epoch-1" / "adapter_model.safetensors")
@@ -247,10 +248,10 @@ def test_gpu_bf16_run_learns(tiny_llama, tmp_path):
 def test_batch_split_and_precision_errors_are_clear(tiny_llama, tmp_path):
     from sftlab.errors import UserError
 
-    assert TrainConfig(batch_size=32).micro_and_accumulation() == (8, 4)
-    assert TrainConfig(batch_size=12, micro_batch_size=3).micro_and_accumulation(2) == (3, 2)
+    assert TrainConfig.of(learning_rate=1e-3, epochs=1, batch_size=32).micro_and_accumulation() == (8, 4)
+    assert TrainConfig.of(learning_rate=1e-3, epochs=1, batch_size=12, micro_batch_size=3).micro_and_accumulation(2) == (3, 2)
     with pytest.raises(UserError, match="micro_batch_size 5 does not divide"):
-        TrainConfig(batch_size=16, micro_batch_size=5).micro_and_accumulation()
+        TrainConfig.of(learning_rate=1e-3, epochs=1, batch_size=16, micro_batch_size=5).micro_and_accumulation()
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="bf16 needs a GPU"):
             train_on_rows(str(tiny_llama), make_rows(8), config(precision="bf16"), tmp_path / "r")

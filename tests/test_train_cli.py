@@ -76,8 +76,8 @@ def test_bad_requests_are_user_errors(tiny_llama, tmp_path, capsys):
     assert "no run 'ffffffff'" in capsys.readouterr().err
     assert main(["train", str(study_path)]) == 2
     assert "--run RUN_ID" in capsys.readouterr().err
-    assert main(["train", str(study_path), "--all"]) == 2  # nothing prepared yet
-    assert "sftlab prepare" in capsys.readouterr().err
+    assert main(["train", str(study_path), "--all"]) == 2  # prepares first: its data is missing
+    assert "data file not found" in capsys.readouterr().err
     assert not (tmp_path / "out" / "ckpt").exists()
 
 
@@ -105,7 +105,7 @@ def test_learns_on_real_code_alpaca(tiny_llama, shared_data, tmp_path):
     template = "###Question: {instruction}\n\n###Answer: {response}"
     rows = [{"prompt": render_prompt(template, (r["instruction"] + "\n" + r["input"]).strip()),
              "completion": r["output"]} for r in raw]
-    cfg = TrainConfig(learning_rate=3e-3, batch_size=8, epochs=4, logging_steps=1,
+    cfg = TrainConfig.of(learning_rate=3e-3, batch_size=8, epochs=4, logging_steps=1,
                       lr_scheduler="constant", warmup_ratio=0.0, max_length=512)
     summary = train_on_rows(str(tiny_llama), rows, cfg, tmp_path / "run")
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

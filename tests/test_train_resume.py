@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sftlab.train import LoraConfigSpec, TrainConfig, train_on_rows
+from sftlab.train import TrainConfig, train_on_rows
 from sftlab.train import checkpoints as ck
 from sftlab.train.launch import torchrun_command
 
@@ -25,7 +25,7 @@ from test_train import make_rows  # noqa: E402
 WORKER = """
 import json, sys, time
 from transformers import TrainerCallback
-from sftlab.train import LoraConfigSpec, TrainConfig, train_on_rows
+from sftlab.train import TrainConfig, train_on_rows
 
 spec = json.load(open(sys.argv[1]))
 
@@ -34,8 +34,7 @@ class Slow(TrainerCallback):
         time.sleep(spec["pause"])
 
 cfg = dict(spec["config"])
-cfg["lora"] = LoraConfigSpec(**cfg["lora"])
-train_on_rows(spec["model"], spec["rows"], TrainConfig(**cfg), spec["out"], callbacks=[Slow()])
+train_on_rows(spec["model"], spec["rows"], TrainConfig.of(**cfg), spec["out"], callbacks=[Slow()])
 """
 
 CONFIG = dict(method_type="lora", learning_rate=5e-3, batch_size=8, epochs=3, logging_steps=1,
@@ -44,7 +43,7 @@ CONFIG = dict(method_type="lora", learning_rate=5e-3, batch_size=8, epochs=3, lo
 
 
 def _config() -> TrainConfig:
-    return TrainConfig(**{**CONFIG, "lora": LoraConfigSpec(**CONFIG["lora"])})
+    return TrainConfig.of(**CONFIG)
 
 
 def _start_worker(spec_path: Path) -> subprocess.Popen:
@@ -133,7 +132,7 @@ def test_two_processes_equal_one(tiny_llama, tmp_path):
     done = subprocess.run(torchrun_command(2, ["--rows", str(spec)]), env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    train_on_rows(str(tiny_llama), make_rows(), TrainConfig(**config), tmp_path / "one")
+    train_on_rows(str(tiny_llama), make_rows(), TrainConfig.of(**config), tmp_path / "one")
     two = load_file(tmp_path / "dp" / "epoch-2" / "model.safetensors")
     one = load_file(tmp_path / "one" / "epoch-2" / "model.safetensors")
     base = load_file(tiny_llama / "model.safetensors")

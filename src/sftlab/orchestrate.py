@@ -14,7 +14,8 @@ done only once its artefacts are complete on disk:
 On start the driver reconciles the store with the disk (adopting evaluation
 records a killed driver never committed), then schedules jobs as their
 dependencies finish: the prepare job first, evaluations of ready checkpoints
-next, training last (so scores appear as soon as a checkpoint exists).
+next, training last (so scores appear as soon as a checkpoint exists). A chained
+run's training waits for its parent's (train-after-train dependencies).
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def sync_plan(store: Store, the_plan: Plan) -> None:
 
 
 def train_work(r: RunSpec) -> float:
-    """Examples x epochs a run trains on (a mixture holds ``size`` examples per dataset)."""
-    return float(r.size * len(r.datasets) * r.epochs)
+    """Examples x epochs a run trains on (a mixture holds ``size`` examples per dataset;
+    a link with its own data or none counts one unit per checkpoint)."""
+    return float(max(r.size, 1) * max(len(r.datasets), 1) * r.epochs)
 
 
 def planned_work(the_plan: Plan) -> dict[str, float]:
@@ -149,9 +151,11 @@ def planned_work(the_plan: Plan) -> dict[str, float]:
 
 
 def _run_label(r: RunSpec) -> str:
+    if not r.datasets:
+        return f"{r.model} {r.chain}"
     data = {"single": r.datasets[0], "all": "all",
             "leave_one_out": f"all-{r.left_out}"}.get(r.setting, "+".join(r.datasets))
-    return f"{r.model} {r.method} {data} x{r.size}"
+    return f"{r.model} {r.chain} {data}" + (f" x{r.size}" if r.size else "")
 
 
 def complete_runs(the_plan: Plan) -> set[str]:
@@ -199,7 +203,7 @@ def result_row(the_plan: Plan, record: dict) -> dict:
     """A store ``results`` row from an evaluation record and the plan's labels."""
     spec = the_plan.eval_index[record["eval_id"]]
     run = the_plan.run_index.get(spec.target)
-    labels = ({"method": run.method, "setting": run.setting, "datasets": "+".join(run.datasets),
+    labels = ({"method": run.chain, "setting": run.setting, "datasets": "+".join(run.datasets),
                "size": run.size} if run else
               {"method": "base", "setting": "base", "datasets": "", "size": 0})
     return {"eval_id": spec.id, "run_id": spec.target, "model": spec.model, **labels,
@@ -242,8 +246,9 @@ def select(the_plan: Plan, only: str | None) -> Selection:
     """
     terms = _parse_filter(only)
     _check_values(the_plan, terms)
-    runs = {r.id for r in the_plan.runs
-            if all(_run_matches(r, k, v) for k, v in terms.items() if k in RUN_KEYS)}
+    chosen = [r for r in the_plan.runs
+              if all(_run_matches(r, k, v) for k, v in terms.items() if k in RUN_KEYS)]
+    runs = {a.id for r in chosen for a in [*the_plan.ancestors(r), r]}  # a run needs its chain
     run_only = any(k in RUN_KEYS for k in terms if k != "model")
     bases = set() if run_only else {f"base-{m.name}" for m in the_plan.study.models
                                     if "model" not in terms or m.name in terms["model"]}
@@ -379,7 +384,7 @@ class Scheduler:
         wanted = sel.stages or {"prepare", "train", "evaluate"}
         runs = [r for r in p.runs if r.id in sel.runs]
         jobs: list[tuple[Job, set[str]]] = []
-        needed_sets = {r.data_key for r in runs}
+        needed_sets = {r.data_key for r in runs if r.data_key}
         data_units = {data_unit(ts.key): ts.size for ts in p.training_sets
                       if ts.key in needed_sets and self._pending(data_unit(ts.key))}
         if data_units and "prepare" in wanted:
@@ -391,7 +396,8 @@ class Scheduler:
         if "train" in wanted:
             for r in runs:
                 if self._pending(r.id):
-                    deps = {data_unit(r.data_key)} - self._done_units()
+                    needs = {data_unit(r.data_key)} if r.data_key else set()
+                    deps = (needs | {r.parent} if r.parent else needs) - self._done_units()
                     jobs.append((self._train_job(r, study_payload), deps))
         if "evaluate" in wanted:
             jobs += self._eval_jobs(study_payload)
@@ -445,14 +451,14 @@ class Scheduler:
                       benches: dict) -> list[tuple[Job, set[str]]]:
         """With the vLLM backend: one job per base model for all its LoRA checkpoints that
         need the same benchmarks (one engine, each checkpoint a LoRA request on it). The
-        base model, full and DoRA checkpoints (no vLLM LoRA) stay one job each and are
-        left in ``groups``."""
+        base model, full and DoRA checkpoints (no vLLM LoRA) and chained links (another
+        base) stay one job each and are left in ``groups``."""
         runs = self.the_plan.run_index
         model_paths = {m.name: m.path for m in self.the_plan.study.models}
         shared: dict[tuple[str, tuple], list[tuple[str, int]]] = defaultdict(list)
         for (target, epoch), specs in groups.items():
             run = runs.get(target)
-            if run is not None and run.method_type == "lora":
+            if run is not None and run.weights == "lora" and run.parent is None:
                 benchmarks = tuple(sorted((e.task, e.shots, e.format) for e in specs))
                 shared[(run.model, benchmarks)].append((target, epoch))
         out = []
@@ -556,7 +562,7 @@ class Scheduler:
         p, sel = self.the_plan, self.selection
         stages = sel.stages or {"prepare", "train", "evaluate"}
         runs = [r for r in p.runs if r.id in sel.runs]
-        keys = {r.data_key for r in runs}
+        keys = {r.data_key for r in runs if r.data_key}
         cached = {
             "prepare": [data_unit(k) for k in keys] if "prepare" in stages else [],
             "train": [r.id for r in runs] if "train" in stages else [],
@@ -593,10 +599,10 @@ class Scheduler:
 
 
 def complete_runs_of(the_plan: Plan, runs: list[RunSpec]) -> set[str]:
-    """Which of ``runs`` have every epoch checkpoint on disk."""
+    """Which of ``runs`` have every checkpoint (``<unit>-<n>``) on disk."""
     ckpt = Path(the_plan.study.out_dir) / "ckpt"
-    return {r.id for r in runs
-            if all((ckpt / r.id / f"epoch-{e}").is_dir() for e in range(1, r.epochs + 1))}
+    return {r.id for r in runs if all((ckpt / r.id / f"{r.unit}-{n}").is_dir()
+                                      for n in r.checkpoints)}
 
 
 def _study_payload(study: Study) -> dict:

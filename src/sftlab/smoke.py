@@ -74,16 +74,15 @@ def _guess(text: str) -> str:
 def smoke_study(study: Study) -> Study:
     """A shrunken copy of ``study`` (see the module docstring)."""
     raw = study.model_dump(mode="python", exclude_none=False)
-    epochs = {name: min(m.epochs, SMOKE_EPOCHS) for name, m in study.methods.items()}
     raw["models"] = [{**m.model_dump(), "path": TINY_PREFIX + infer_family(m)}
                      for m in study.models]
     raw["datasets"] = [_smoke_dataset(study, d) for d in study.datasets]
     raw["grid"] = {**raw["grid"], "sizes": list(SMOKE_SIZES[:len(study.grid.sizes)])}
-    raw["methods"] = {name: {**m.model_dump(), "epochs": epochs[name],
-                             "batch_size": min(m.batch_size, SMOKE_BATCH),
-                             "micro_batch_size": None}
+    raw["methods"] = {name: m.smoke(epochs=SMOKE_EPOCHS, batch_size=SMOKE_BATCH)
                       for name, m in study.methods.items()}
-    raw["evaluation"] = _smoke_evaluation(study, min(epochs.values()))
+    shrunk = study_from_dict({**raw, "evaluation": {}})
+    raw["evaluation"] = _smoke_evaluation(
+        study, min(m.checkpoints()[-1] for m in shrunk.methods.values()))
     raw["output_dir"] = Path(study.out_dir) / "smoke"
     return study_from_dict(raw, source=study.source_path)
 

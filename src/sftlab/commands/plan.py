@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
             runs = [
                 {"id": r.id, "model": r.model, "method": r.method, "method_type": r.method_type,
                  "setting": r.setting, "datasets": list(r.datasets), "size": r.size,
-                 "epochs": r.epochs, "data_key": r.data_key, "left_out": r.left_out}
+                 "epochs": r.epochs, "data_key": r.data_key, "left_out": r.left_out,
+                 "parent": r.parent, "chain": r.chain,
+                 "checkpoints": [f"{r.unit}-{n}" for n in r.checkpoints]}
                 for r in the_plan.runs
             ]
             print(json.dumps({"study": study.name, "runs": runs, "counts": counts}, indent=1))
@@ -44,20 +46,28 @@ def _print_table(the_plan, counts: dict) -> None:
 
     study = the_plan.study
     table = Table(title=f"study {study.name}: {counts['runs']} runs", show_lines=False)
-    for col in ("id", "model", "method", "setting", "datasets", "size", "epochs"):
+    chained = any(r.parent for r in the_plan.runs)
+    columns = ("id", "model", "method", *(("parent",) if chained else ()), "setting", "datasets",
+               "size", "epochs")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("size", "epochs") else "left")
     for r in the_plan.runs:
-        names = {"single": r.datasets[0], "all": f"all ({len(r.datasets)})",
+        names = {"single": r.datasets[0] if r.datasets else "-", "all": f"all ({len(r.datasets)})",
                  "leave_one_out": f"all - {r.left_out}"}[r.setting]
-        table.add_row(r.id, r.model, r.method, r.setting, names, str(r.size), str(r.epochs))
+        method = r.chain if chained else r.method
+        table.add_row(r.id, r.model, method, *((r.parent or "-",) if chained else ()), r.setting,
+                      names, str(r.size) if r.size else "-", str(r.epochs))
     console = Console(width=200)
     console.print(table)
     n_models, n_data = len(study.models), len(study.datasets)
     per_cell = sum({"single": n_data, "all": 1, "leave_one_out": n_data}[s]
                    for s in study.grid.settings)
+    shape = (f"runs: {counts['runs']} (method chains: "
+             + ", ".join(sorted({r.chain for r in the_plan.runs})) + ")\n" if chained else
+             f"runs: {counts['runs']} = {n_models} models x {len(study.grid.methods)} methods x "
+             f"{len(study.grid.sizes)} sizes x {per_cell} data settings\n")
     console.print(
-        f"runs: {counts['runs']} = {n_models} models x {len(study.grid.methods)} methods x "
-        f"{len(study.grid.sizes)} sizes x {per_cell} data settings\n"
+        shape +
         f"training sets: {counts['training_sets']}\n"
         f"checkpoints to evaluate: {counts['checkpoints']} (+ {counts['base_models']} base models)\n"
         f"evaluations: {counts['evaluations']} (checkpoint or base model x benchmark x shots)"

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             resamples=resamples or study.report.bootstrap_resamples, seed=study.seed,
             categories={k: list(v) for k, v in study.report.categories.items()},
             study_name=study.name + (" (smoke)" if smoke else ""),
-            method_types={k: study.method_type(k) for k in study.methods}, predictions_root=root,
+            method_types=_method_types(study), predictions_root=root,
             families={m.name: m.family or m.name for m in study.models},
         )
         summary = build_report(_load_results(study, smoke), out or root / "report", options=options)
@@ -63,3 +63,16 @@ def _load_results(study, smoke: bool):
     from sftlab.results import load_results
 
     return load_results(study, smoke=smoke)
+
+
+def _method_types(study) -> dict[str, str]:
+    """Method label -> what its checkpoints are: a method's name, or a chain's label
+    (``cpt>upscale>sft``, as results are labelled), maps to the last link's weights kind."""
+    chains = {}
+    for name in study.methods:
+        link, label = name, name
+        while study.methods[link].init is not None:
+            link = study.methods[link].init
+            label = f"{link}>{label}"
+        chains[label] = study.methods[name].weights
+    return {**{k: study.method_type(k) for k in study.methods}, **chains}

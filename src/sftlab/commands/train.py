@@ -1,4 +1,8 @@
-"""`sftlab train STUDY --run RUN_ID | --all`: train planned runs on their prepared sets."""
+"""`sftlab train STUDY --run RUN_ID | --all`: train planned runs on their prepared sets.
+
+A run's needs come first: its training set is prepared when missing (content-addressed,
+so free when cached) and the links it starts from (``init:``) are trained before it.
+"""
 
 from __future__ import annotations
 
@@ -23,20 +27,32 @@ def register(app: typer.Typer) -> None:
             1, "--nproc", min=1, help="Data-parallel processes per run (torchrun; gloo on CPU)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON summary per run."),
     ) -> None:
-        """Train runs (full / LoRA / DoRA), one checkpoint per epoch; resumes after a kill."""
+        """Train runs (any method: SFT, cpt, upscale), a checkpoint per epoch; resumes after a
+        kill. Prepares a missing training set and trains a run's parent links first."""
         from sftlab.study import load_study, plan
 
         study = load_study(study_path)
         the_plan = plan(study)
         if bool(run_ids) == train_all:
             raise UserError("give --run RUN_ID (one or more) or --all", where="sftlab train")
-        runs = the_plan.runs if train_all else [the_plan.run(r) for r in run_ids]
+        asked = the_plan.runs if train_all else [the_plan.run(r) for r in run_ids]
+        runs = list(dict.fromkeys(a for r in asked for a in [*the_plan.ancestors(r), r]))
+        _prepare_missing(study, runs)
         for run in runs:
             summary = _train_one(study, study_path, run, nproc, progress=not as_json)
             if as_json:
                 print(json.dumps({"run_id": run.id, **summary}))
             else:
                 _print_summary(run, summary)
+
+
+def _prepare_missing(study, runs) -> None:
+    """Prepare the study's training sets when one that ``runs`` need is not on disk."""
+    data = Path(study.out_dir) / "data"
+    if any(r.data_key and not (data / f"{r.data_key}.jsonl").is_file() for r in runs):
+        from sftlab.data.prepare import prepare
+
+        prepare(study, progress=False)
 
 
 def _train_one(study, study_path: Path, run, nproc: int, *, progress: bool) -> dict:

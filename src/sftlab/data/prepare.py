@@ -144,7 +144,9 @@ def prepare(study: Study, *, progress: bool = True) -> PrepareReport:
     folder = data_dir(study)
     remove_stale_temps(folder)
     manifest = read_manifest(folder)
-    sources = _sources(study)
+    needed = {k for ts in the_plan.training_sets for k in (ts.key, *ts.parts)}
+    # a study whose methods all read their own data (or none) prepares no grid dataset
+    sources = [s for s in _sources(study) if needed & set(s.samples.values())]
     todo = [s for s in sources if not _source_cached(s, manifest, folder)]
     with Staging(folder) as staging, _progress_bar(progress) as bar:
         tokenizers = [(ref, load_tokenizer(ref)) for ref in tokenizer_refs(study)] if todo else []
@@ -154,6 +156,7 @@ def prepare(study: Study, *, progress: bool = True) -> PrepareReport:
         if problems:
             raise UserError(problems, where="prepare")
         mixtures_done = _prepare_mixtures(study, the_plan.training_sets, staging, manifest)
+        mixtures_done |= _prepare_link_sets(study, the_plan.training_sets, staging, manifest)
         staging.commit()
     _write_manifest(folder, manifest)
     return _report(study, the_plan.training_sets, sources, manifest,
@@ -296,6 +299,32 @@ def _prepare_mixtures(study: Study, sets: list, staging: Staging, manifest: dict
             "setting": spec.setting, "size": spec.size, "sources": list(spec.sources),
             "parts": list(spec.parts), "parts_sha256": part_shas, "rows": rows,
             "file": f"{spec.key}.jsonl", "sha256": sha}
+        written.add(spec.key)
+    return written
+
+
+# --- a method's own data ------------------------------------------------------------
+
+
+def _prepare_link_sets(study: Study, sets: list, staging: Staging, manifest: dict) -> set[str]:
+    """Stage each method's own ``data:`` set (all of it) that is not on disk yet."""
+    from sftlab.data.text import link_lines
+
+    written = set()
+    folder = data_dir(study)
+    for spec in sets:
+        if spec.setting != "link" or _file_matches(folder, spec.key, manifest, list(spec.sources)):
+            continue
+        method = next(m for m, c in study.methods.items() if c.data is not None
+                      and (c.data.name or m) == spec.sources[0])
+        data = study.methods[method].data
+        rows, sha = staging.write_lines(folder / f"{spec.key}.jsonl", link_lines(
+            study, data, name=spec.sources[0], where=f"methods.{method}.data"))
+        if rows == 0:
+            raise UserError(f"methods.{method}.data: {data.path} holds no documents")
+        manifest["training_sets"][spec.key] = {
+            "setting": "link", "size": rows, "sources": list(spec.sources), "parts": [],
+            "rows": rows, "file": f"{spec.key}.jsonl", "sha256": sha}
         written.add(spec.key)
     return written
 

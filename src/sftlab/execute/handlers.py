@@ -55,8 +55,7 @@ def train_job(payload: dict) -> dict:
 
     _threads()
     study = study_of(payload)
-    raw = payload["run"]
-    run = RunSpec(**{**raw, "datasets": tuple(raw["datasets"])})
+    run = RunSpec.from_dict(payload["run"])
     run = dataclasses.replace(run, model_path=study.resolve_model_path(run.model_path))
     summary = train_run(study, run, progress=False)
     return {"epochs": completed_epochs(study, run.id), "summary": _plain(summary)}
@@ -100,11 +99,13 @@ def _evaluate_adapters(study, payload: dict) -> dict:
     """Several LoRA checkpoints of one base model on the same benchmarks, through one
     engine (the vLLM backend serves each checkpoint as a LoRA request)."""
     from sftlab.evaluate.runner import evaluate_adapters
-    from sftlab.train.run import checkpoint_dir
+    from sftlab.methods.links import checkpoint_path
+    from sftlab.study.plan import plan
 
+    runs = plan(study).run_index
     members = payload["adapters"]
-    adapters = {f"{m['target']}-e{m['epoch']}": str(checkpoint_dir(study, m["target"], m["epoch"]))
-                for m in members}
+    adapters = {f"{m['target']}-e{m['epoch']}":
+                str(checkpoint_path(study, runs[m["target"]], m["epoch"])) for m in members}
     out_dir = Path(study.out_dir)
     scratch = out_dir / "jobs" / f"scratch-{payload['job_id']}"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -123,15 +124,19 @@ def _evaluate_adapters(study, payload: dict) -> dict:
 
 
 def _model_and_adapter(study, payload: dict) -> tuple[str, str | None]:
-    from sftlab.train.run import checkpoint_dir
+    """(model, adapter) of a checkpoint: an adapter's base is the model its run started
+    from (the study's model, or a chained run's parent result)."""
+    from sftlab.methods.links import checkpoint_path, start_model
+    from sftlab.study.plan import plan
 
-    base = study.resolve_model_path(payload["model_path"])
     if payload["epoch"] == 0:
-        return base, None
-    ckpt = checkpoint_dir(study, payload["target"], payload["epoch"])
-    if payload["method_type"] == "full":
+        return study.resolve_model_path(payload["model_path"]), None
+    the_plan = plan(study)
+    run = the_plan.run_index[payload["target"]]
+    ckpt = checkpoint_path(study, run, payload["epoch"])
+    if run.weights == "full":
         return str(ckpt), None
-    return base, str(ckpt)
+    return start_model(study, the_plan, run), str(ckpt)
 
 
 def _task_options(study, spec: dict) -> dict[str, Any]:

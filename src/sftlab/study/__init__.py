@@ -4,7 +4,7 @@ from sftlab.study.plan import EvalSpec, Plan, RunSpec, TrainingSetSpec, content_
 from sftlab.study.spec import (
     BenchmarkSpec,
     DatasetSpec,
-    MethodSpec,
+    MethodBase,
     ModelSpec,
     Study,
     load_study,
@@ -13,7 +13,7 @@ from sftlab.study.spec import (
 from sftlab.study.template import render_example, render_prompt, split_template
 
 __all__ = [
-    "BenchmarkSpec", "DatasetSpec", "EvalSpec", "MethodSpec", "ModelSpec", "Plan", "RunSpec",
+    "BenchmarkSpec", "DatasetSpec", "EvalSpec", "MethodBase", "ModelSpec", "Plan", "RunSpec",
     "Study", "TrainingSetSpec", "content_hash", "load_study", "plan", "render_example",
     "render_prompt", "split_template", "study_from_dict",
 ]

@@ -2,10 +2,17 @@
 
 A run id hashes everything that can change the trained weights (base model
 weights, method hyperparameters, training data identity, seed, template,
-max length, precision) and nothing else: not names or categories (labels),
-not ``output_dir``, not another method's hyperparameters, not execution
-details (micro-batch size, gradient checkpointing). The same study gives the
-same ids on any machine.
+max length, precision, and for a chained run its parent's run id) and nothing
+else: not names or categories (labels), not ``output_dir``, not another method's
+hyperparameters, not execution details (micro-batch size, gradient
+checkpointing). The same study gives the same ids on any machine.
+
+Chains: a method with ``init: <method>`` starts from that method's final
+checkpoint for the same model (and the same grid cell when the parent trains on
+the grid's data). Every method of ``grid.methods`` is planned with its ancestors,
+parents before children; a method with its own ``data:`` (or none, like
+``upscale``) has one run per parent run (or per model), one that trains on the
+grid's data has one per grid cell.
 """
 
 from __future__ import annotations
@@ -19,8 +26,6 @@ from pathlib import Path
 from sftlab.errors import UserError
 from sftlab.fingerprint import file_sha256
 from sftlab.study.spec import BenchmarkSpec, DatasetSpec, Study
-
-EXECUTION_ONLY = ("micro_batch_size", "gradient_checkpointing")
 
 
 def content_hash(obj: object, length: int = 12) -> str:
@@ -42,11 +47,22 @@ class RunSpec:
     datasets: tuple[str, ...]
     size: int
     epochs: int
-    data_key: str
+    data_key: str | None  # the prepared training set (None: the method reads no data)
     left_out: str | None = None  # the dataset a leave_one_out run omits
+    parent: str | None = None  # the run id this run starts from (``init:``)
+    chain: str = ""  # method names from the root of the chain to this one: "cpt>upscale>sft"
+    unit: str = "epoch"  # checkpoints are <unit>-<n>
+    checkpoints: tuple[int, ...] = ()  # the checkpoint numbers it writes; the last is final
+    weights: str = "full"  # what a checkpoint holds: full | lora | dora
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "datasets": list(self.datasets)}
+        return {**asdict(self), "datasets": list(self.datasets),
+                "checkpoints": list(self.checkpoints)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunSpec:
+        return cls(**{**raw, "datasets": tuple(raw["datasets"]),
+                      "checkpoints": tuple(raw["checkpoints"])})
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,17 @@ class Plan:
     def run_index(self) -> dict[str, RunSpec]:
         """Runs by id."""
         return {r.id: r for r in self.runs}
+
+    def parent_of(self, run: RunSpec) -> RunSpec | None:
+        return self.run_index[run.parent] if run.parent else None
+
+    def ancestors(self, run: RunSpec) -> list[RunSpec]:
+        """The runs ``run`` starts from, root first."""
+        chain, link = [], self.parent_of(run)
+        while link is not None:
+            chain.insert(0, link)
+            link = self.parent_of(link)
+        return chain
 
     @cached_property
     def eval_index(self) -> dict[str, EvalSpec]:
@@ -170,33 +197,70 @@ def mixture_key(part_keys: list[str]) -> str:
 
 
 def method_identity(study: Study, method: str) -> dict:
-    spec = study.methods[method]
-    data = spec.model_dump(exclude=set(EXECUTION_ONLY), mode="json")
-    data["type"] = study.method_type(method)
-    if data["type"] == "full":
-        data.pop("lora", None)
-    return data
+    return study.methods[method].identity()
+
+
+def link_data_key(study: Study, data: DatasetSpec) -> str:
+    """The prepared set of a method's own ``data:`` (all of it, keyed on its content)."""
+    return content_hash({"link_data": dataset_identity(data), "filter": filter_identity(study),
+                         "content": source_fingerprint(study.resolve_path(data.path))})
+
+
+def chain_order(study: Study) -> list[str]:
+    """``grid.methods`` and their ancestors, each after the method it starts from."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        parent = study.methods[name].init
+        if parent is not None:
+            visit(parent)
+        order.append(name)
+
+    for name in study.grid.methods:
+        visit(name)
+    return order
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """Where a run's training data comes from, and its labels."""
+
+    setting: str
+    datasets: tuple[str, ...]
+    size: int
+    data_key: str | None
+    left_out: str | None = None
+    parts: tuple[str, ...] = ()
 
 
 def plan(study: Study) -> Plan:
-    """Expand the study's grid into runs, training sets and evaluations."""
+    """Expand the study's grid and method chains into runs, training sets and evaluations."""
     _check_checkpoint_epochs(study)
-    samples = {(d.name, s): sample_key(study, d, s) for d in study.datasets
-               for s in study.grid.sizes}
     sets: dict[str, TrainingSetSpec] = {}
+    cells = _grid_cells(study)
     runs: list[RunSpec] = []
     for model in study.models:
-        for method in study.grid.methods:
-            for size in study.grid.sizes:
-                for setting, names, left_out in _data_choices(study):
-                    parts = [samples[(n, size)] for n in names]
-                    key = parts[0] if setting == "single" else mixture_key(parts)
-                    sets.setdefault(key, TrainingSetSpec(
-                        key=key, setting=setting, size=size, sources=tuple(names),
-                        parts=() if setting == "single" else tuple(parts)))
-                    runs.append(_run(study, model, method, setting, names, size, key, left_out))
-    epochs = {r.id: _eval_epochs(study, r.epochs) for r in runs}
+        made: dict[str, list[RunSpec]] = {}
+        for method in chain_order(study):
+            made[method] = _method_runs(study, model, method, cells, made, sets)
+            runs += made[method]
+    epochs = {r.id: _eval_epochs(study, r) for r in runs}
     return Plan(study, runs, list(sets.values()), _evaluations(study, runs, epochs), epochs)
+
+
+def _grid_cells(study: Study) -> list[_Cell]:
+    samples = {(d.name, s): sample_key(study, d, s) for d in study.datasets
+               for s in study.grid.sizes}
+    cells = []
+    for size in study.grid.sizes:
+        for setting, names, left_out in _data_choices(study):
+            parts = tuple(samples[(n, size)] for n in names)
+            key = parts[0] if setting == "single" else mixture_key(list(parts))
+            cells.append(_Cell(setting, tuple(names), size, key, left_out,
+                               () if setting == "single" else parts))
+    return cells
 
 
 def _data_choices(study: Study):
@@ -212,29 +276,65 @@ def _data_choices(study: Study):
                 yield setting, [m for m in names if m != n], n
 
 
-def _run(study: Study, model, method: str, setting: str, names: list[str], size: int,
-         data_key: str, left_out: str | None) -> RunSpec:
+def _method_runs(study: Study, model, method: str, cells: list[_Cell],
+                 made: dict[str, list[RunSpec]], sets: dict[str, TrainingSetSpec]) -> list[RunSpec]:
+    spec = study.methods[method]
+    parents: list[RunSpec | None] = list(made[spec.init]) if spec.init else [None]
+    if spec.data is None and spec.READS_DATA:  # the grid's training sets
+        by_cell = {(p.setting, p.datasets, p.size): p for p in parents if p is not None}
+        for cell in cells:
+            sets.setdefault(cell.data_key, TrainingSetSpec(
+                key=cell.data_key, setting=cell.setting, size=cell.size, sources=cell.datasets,
+                parts=cell.parts))
+        return [_run(study, model, method, cell,
+                     by_cell.get((cell.setting, cell.datasets, cell.size), parents[0]))
+                for cell in cells]
+    key = None
+    if spec.data is not None:
+        key = link_data_key(study, spec.data)
+        sets.setdefault(key, TrainingSetSpec(key=key, setting="link", size=0,
+                                             sources=(spec.data.name or method,)))
+    out = []
+    for parent in parents:
+        if spec.data is not None and (parent is None or not parent.size):
+            cell = _Cell("single", (spec.data.name or method,), 0, key)  # its own data's label
+        elif parent is not None:  # labelled like the grid cell (or link) it starts from
+            cell = _Cell(parent.setting, parent.datasets, parent.size, key, parent.left_out)
+        else:
+            cell = _Cell("single", (), 0, None)
+        out.append(_run(study, model, method, cell, parent))
+    return out
+
+
+def _run(study: Study, model, method: str, cell: _Cell, parent: RunSpec | None) -> RunSpec:
+    spec = study.methods[method]
     identity = {
         "model": {"path": study.model_key(model.path), "revision": model.revision,
                   "trust_remote_code": model.trust_remote_code},
         "method": method_identity(study, method),
-        "data": data_key,
+        "data": cell.data_key,
         "seed": study.seed,
         "precision": study.training.precision,
     }
+    if parent is not None:
+        identity["parent"] = parent.id
+    numbers = tuple(spec.checkpoints())
     return RunSpec(
         id=content_hash(identity), model=model.name, model_path=model.path, method=method,
-        method_type=study.method_type(method), setting=setting, datasets=tuple(names),
-        size=size, epochs=study.methods[method].epochs, data_key=data_key, left_out=left_out)
+        method_type=spec.type, setting=cell.setting, datasets=cell.datasets,
+        size=cell.size, epochs=numbers[-1], data_key=cell.data_key, left_out=cell.left_out,
+        parent=parent.id if parent else None,
+        chain=f"{parent.chain}>{method}" if parent else method,
+        unit=spec.UNIT, checkpoints=numbers, weights=spec.weights)
 
 
-def _eval_epochs(study: Study, epochs: int) -> list[int]:
+def _eval_epochs(study: Study, run: RunSpec) -> list[int]:
     wanted = study.evaluation.checkpoints
     if wanted == "every_epoch":
-        return list(range(1, epochs + 1))
+        return list(run.checkpoints)
     if wanted == "final":
-        return [epochs]
-    return sorted(set(wanted))
+        return [run.checkpoints[-1]]
+    return sorted(set(wanted) & set(run.checkpoints))
 
 
 def _check_checkpoint_epochs(study: Study) -> None:
@@ -242,9 +342,9 @@ def _check_checkpoint_epochs(study: Study) -> None:
     if not isinstance(wanted, list):
         return
     problems = [
-        f"evaluation.checkpoints: epoch {e} is past the last epoch ({study.methods[m].epochs}) "
-        f"of method '{m}'"
-        for m in study.grid.methods for e in wanted if e > study.methods[m].epochs
+        f"evaluation.checkpoints: epoch {e} is past the last epoch "
+        f"({study.methods[m].checkpoints()[-1]}) of method '{m}'"
+        for m in study.grid.methods for e in wanted if e > study.methods[m].checkpoints()[-1]
     ]
     if problems:
         raise UserError(problems, where=str(study.source_path or "study"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,6 +30,9 @@ from pydantic import (
 from sftlab.errors import UserError
 from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
 from sftlab.study.template import template_problems
+
+if TYPE_CHECKING:
+    from sftlab.methods import MethodConfig
 
 PAPER_TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
 
@@ -55,7 +58,7 @@ DATASET_FORMATS = (
     "synth",  # generated: a synth spec file (path) or an inline spec (synth), see sftlab.synth
 )
 GENERIC_FORMATS = ("json", "jsonl", "csv", "tsv", "parquet")
-METHOD_TYPES = ("full", "lora", "dora")
+LINK_FORMATS = ("text",)  # raw text (.txt files, a folder of them, JSON lines with `text`)
 SETTINGS = ("single", "all", "leave_one_out")
 FLAN_CATEGORIES = ("knowledge", "reasoning", "comprehension")
 
@@ -119,6 +122,9 @@ class DatasetSpec(_Strict):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
+        if value in LINK_FORMATS:
+            raise ValueError(f"format '{value}' is raw text for continued pretraining: give it "
+                             "as a method's `data:` (type: cpt), not as a grid dataset")
         if value not in DATASET_FORMATS:
             raise ValueError(_unknown("format", value, DATASET_FORMATS))
         return value
@@ -181,16 +187,78 @@ class Grid(_Strict):
 
 
 class LoraSpec(_Strict):
+    """LoRA / DoRA adapter settings."""
+
     r: int = Field(8, gt=0)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
 
 
-class MethodSpec(_Strict):
-    """Hyperparameters of one training method. ``batch_size`` is the effective batch."""
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+                 "polynomial", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 
-    type: str | None = None  # full | lora | dora; defaults to the method's key
+
+class MethodData(DatasetSpec):
+    """A method's own data (``methods.<name>.data``): the keys of a ``datasets[]`` item,
+    ``name`` optional (defaults to the method's name). All of it is used (no sampling)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:  # a method's data may be raw text
+        if value not in (*DATASET_FORMATS, *LINK_FORMATS):
+            raise ValueError(_unknown("format", value, (*DATASET_FORMATS, *LINK_FORMATS)))
+        return value
+
+
+class MethodBase(_Strict):
+    """What every method type has. Each type (``sftlab.methods``) is a subclass with a
+    ``type`` literal; the study's ``methods`` hold one of them each (a discriminated union).
+
+    ``init`` names the method whose final checkpoint (for the same model) this one starts
+    from; ``data`` replaces the grid's training sets with the method's own.
+    """
+
+    type: str
+    init: str | None = None
+    data: MethodData | None = None
+
+    #: Fields that do not change the result (left out of the run id).
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ()
+    #: ``epoch`` (checkpoints ``epoch-<n>``) or ``step`` (``step-<n>``).
+    UNIT: ClassVar[str] = "epoch"
+    #: Whether it trains on data (the grid's training sets unless it has its own ``data``).
+    READS_DATA: ClassVar[bool] = True
+
+    def identity(self) -> dict:
+        """What about this method changes its result (the parent and data are keyed apart)."""
+        return self.model_dump(exclude={*self.EXECUTION_ONLY, "init", "data"}, mode="json")
+
+    def checkpoints(self) -> list[int]:
+        """The checkpoint numbers a run of this method writes; the last is its result."""
+        return [1]
+
+    @property
+    def weights(self) -> str:
+        """What a checkpoint holds: ``full`` weights, or a ``lora`` / ``dora`` adapter."""
+        return "full"
+
+    def start_model(self, start: str, root: Path) -> str:
+        """The model a run of this method trains from, given the one its chain starts it
+        from (``root``: the run's ``ckpt/<run_id>``; a method may derive one there)."""
+        return start
+
+    def smoke(self, *, epochs: int, batch_size: int) -> dict:
+        """This method's keys, shrunk for ``--smoke``."""
+        return self.model_dump()
+
+
+class TrainedMethod(MethodBase):
+    """Hyperparameters shared by the gradient-trained methods. ``batch_size`` is the
+    effective batch (all processes, all accumulation steps)."""
+
     learning_rate: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -201,15 +269,38 @@ class MethodSpec(_Strict):
     micro_batch_size: int | None = Field(None, gt=0)  # execution detail, not in the run id
     gradient_checkpointing: bool = False  # execution detail, not in the run id
     lora: LoraSpec | None = None
+    trainable: Literal["all", "new"] = "all"  # new: only the layers an `upscale` parent added
+
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("micro_batch_size", "gradient_checkpointing")
 
     @field_validator("lr_scheduler")
     @classmethod
     def _known_scheduler(cls, value: str) -> str:
-        known = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
-                 "polynomial", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
-        if value not in known:
-            raise ValueError(_unknown("scheduler", value, known))
+        if value not in LR_SCHEDULERS:
+            raise ValueError(_unknown("scheduler", value, LR_SCHEDULERS))
         return value
+
+    @model_validator(mode="after")
+    def _new_layers_full(self) -> TrainedMethod:
+        if self.trainable == "new" and self.weights != "full":
+            raise ValueError("`trainable: new` trains the new layers' full weights; "
+                             "it does not combine with an adapter")
+        return self
+
+    def identity(self) -> dict:
+        data = super().identity()
+        if self.weights == "full":
+            data.pop("lora", None)
+        if self.trainable == "all":
+            data.pop("trainable")  # run ids of studies from before the key stay the same
+        return data
+
+    def checkpoints(self) -> list[int]:
+        return list(range(1, self.epochs + 1))
+
+    def smoke(self, *, epochs: int, batch_size: int) -> dict:
+        return {**self.model_dump(), "epochs": min(self.epochs, epochs),
+                "batch_size": min(self.batch_size, batch_size), "micro_batch_size": None}
 
 
 class JudgeSpec(_Strict):
@@ -305,7 +396,7 @@ class Study(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     datasets: list[DatasetSpec] = Field(min_length=1)
     grid: Grid
-    methods: dict[str, MethodSpec]
+    methods: dict[str, MethodConfig]
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
@@ -319,20 +410,28 @@ class Study(_Strict):
             raise ValueError("; ".join(problems))
         return value
 
-    @field_validator("methods")
+    @field_validator("methods", mode="before")
     @classmethod
-    def _method_types(cls, methods: dict[str, MethodSpec]) -> dict[str, MethodSpec]:
-        problems = []
+    def _method_types(cls, methods: Any) -> Any:
+        """A method's ``type`` defaults to its key; an unknown type is reported here."""
+        from sftlab.methods import METHOD_TYPES
+
+        if not isinstance(methods, dict):
+            return methods
+        out, problems = {}, []
         for key, spec in methods.items():
-            kind = spec.type or key
+            if not isinstance(spec, dict):
+                out[key] = spec
+                continue
+            kind = spec.get("type") or key
             if kind not in METHOD_TYPES:
                 problems.append(
-                    f"{key}: " + _unknown("method type", kind, METHOD_TYPES)
-                    + (" (set `type:` for a custom method name)" if spec.type is None else "")
-                )
+                    f"{key}: " + _unknown("method type", str(kind), METHOD_TYPES)
+                    + (" (set `type:` for a custom method name)" if "type" not in spec else ""))
+            out[key] = {**spec, "type": kind}
         if problems:
             raise ValueError("; ".join(problems))
-        return methods
+        return out
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Study:
@@ -342,8 +441,7 @@ class Study(_Strict):
         return self
 
     def method_type(self, name: str) -> str:
-        spec = self.methods[name]
-        return spec.type or name
+        return self.methods[name].type
 
     @property
     def out_dir(self) -> Path:
@@ -389,6 +487,20 @@ class Study(_Strict):
         return str(candidate) if candidate.exists() else path
 
 
+def _complete_study_model() -> None:
+    """Resolve ``Study.methods``' union of method configs from the method registry.
+
+    The registry's method modules build on the classes above, so the union is only
+    known once this module is loaded; it is resolved on the first validation.
+    """
+    global MethodConfig
+    if Study.__pydantic_complete__:
+        return
+    from sftlab.methods import MethodConfig
+
+    Study.model_rebuild()
+
+
 def _unknown(noun: str, value: str, known: tuple[str, ...] | list[str], noun_hint: str = "") -> str:
     close = difflib.get_close_matches(str(value), list(known), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(known)})"
@@ -413,6 +525,34 @@ def _cross_problems(raw: dict) -> list[str]:
     settings = grid.get("settings") if isinstance(grid.get("settings"), list) else []
     if "leave_one_out" in settings and len(names("datasets")) < 2:
         problems.append("grid.settings: leave_one_out needs at least two datasets")
+    return problems + _chain_problems(methods)
+
+
+def _chain_problems(methods: dict) -> list[str]:
+    """``init:`` must name a defined method and the chain must not loop back on itself."""
+    parents = {k: m.get("init") for k, m in methods.items() if isinstance(m, dict)}
+    problems = []
+    for key, parent in parents.items():
+        if parent is None:
+            continue
+        if parent not in methods:
+            problems.append(f"methods.{key}.init: " + _unknown(
+                "method", str(parent), tuple(methods), noun_hint="(define it under `methods`)"))
+            continue
+        seen, link = [key], parent
+        while link is not None and link in parents and link not in seen:
+            seen.append(link)
+            link = parents[link]
+        if link == key:
+            problems.append(f"methods.{key}.init: the chain {' -> '.join([*seen, key])} "
+                            "is a cycle")
+    for key, method in methods.items():
+        parent = method.get("init") if isinstance(method, dict) else None
+        kind = methods[parent].get("type") or parent if isinstance(methods.get(parent), dict) \
+            else None
+        if isinstance(method, dict) and method.get("trainable") == "new" and kind != "upscale":
+            problems.append(f"methods.{key}.trainable: `new` trains the layers an up-scaling "
+                            f"added; start it from an upscale method (`init:`)")
     return problems
 
 
@@ -447,6 +587,7 @@ def load_study(path: str | Path, *, overrides: dict | None = None) -> Study:
 def study_from_dict(raw: dict, *, source: Path | None = None, lines: dict | None = None) -> Study:
     """Validate a study given as a dict (tests, the embedded quickstart)."""
     lines = lines or {}
+    _complete_study_model()
     try:
         study = Study.model_validate(raw)
     except ValidationError as err:
@@ -493,7 +634,7 @@ def _describe(error: dict, lines: dict, source: Path | None) -> tuple[str, str]:
 
 def _key_path(loc: tuple) -> str:
     out = ""
-    for part in loc:
+    for part in _without_tag(loc):
         if isinstance(part, int):
             out += f"[{part}]"
         elif str(part).startswith(("function-", "union[", "list[", "literal[")):
@@ -503,25 +644,36 @@ def _key_path(loc: tuple) -> str:
     return out
 
 
-_MODELS_BY_KEY: dict[str, type[BaseModel]] = {
-    "models": ModelSpec, "datasets": DatasetSpec, "grid": Grid, "methods": MethodSpec,
-    "training": TrainingSpec, "evaluation": EvaluationSpec, "report": ReportSpec,
-    "lora": LoraSpec, "fields": FieldMap, "benchmarks": BenchmarkSpec, "judge": JudgeSpec,
-}
-
-
 def _known_keys(loc: tuple) -> list[str]:
+    """The keys the mapping at ``loc`` may have (for "did you mean" hints)."""
+    from sftlab.methods import METHOD_CONFIGS
+
     model: type[BaseModel] = Study
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        nested = _MODELS_BY_KEY.get(str(part))
+    parts = [p for p in loc if not isinstance(p, int)]
+    while parts:
+        part = str(parts.pop(0))
+        field = model.model_fields.get(part)
+        nested = _model_in(field.annotation) if field is not None else None
+        if model is Study and part == "methods":
+            if len(parts) < 2:
+                return []
+            parts.pop(0)  # the method's name
+            nested = METHOD_CONFIGS.get(str(parts.pop(0)))  # its type (the union's tag)
         if nested is None:
-            if model is MethodSpec or model is Study and str(part) not in model.model_fields:
-                continue  # a method name under `methods`
             return []
         model = nested
     return [k for k in model.model_fields if k != "source_path"]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``X | None``, ``list[X]``, ...), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
@@ -538,8 +690,18 @@ def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
+def _without_tag(loc: tuple) -> tuple:
+    """``loc`` without the method type pydantic puts after a method's name
+    (``methods.cpt1.cpt.rope`` -> ``methods.cpt1.rope``)."""
+    from sftlab.methods import METHOD_CONFIGS
+
+    if len(loc) > 2 and loc[0] == "methods" and loc[2] in METHOD_CONFIGS:
+        return (*loc[:2], *loc[3:])
+    return loc
+
+
 def _nearest_line(loc: tuple, lines: dict) -> int | None:
-    clean = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(
+    clean = tuple(p for p in _without_tag(loc) if isinstance(p, int) or not str(p).startswith(
         ("function-", "union[", "list[", "literal[")))
     while clean:
         if clean in lines:

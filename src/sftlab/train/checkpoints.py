@@ -11,7 +11,9 @@ Layout of one run::
 A checkpoint folder ``epoch-<n>`` appears only by an atomic rename of a folder
 that transformers has finished writing, so an ``epoch-<n>`` that exists is
 complete. Resume state (optimizer, scheduler, RNG) is stripped from every epoch
-but the newest, and from the last one once the run is done.
+but the newest, and from the last one once the run is done. Step-based methods
+use the same helpers with ``unit="step"`` (``step-<n>``); a chained run may also
+hold ``base/`` (cpt with rope) and ``merged/`` (an adapter merged for its children).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-EPOCH_RE = re.compile(r"^epoch-(\d+)$")
+CHECKPOINT_RE = re.compile(r"^(epoch|step)-(\d+)$")
 STAGING = ".staging"
 BASE_RECORD = "sftlab_base.json"
 DONE_RECORD = "sftlab_done.json"
+UPSCALE_RECORD = "sftlab_upscale.json"  # an up-scaled model's layer plan (sftlab.methods.upscale)
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 RESUME_GLOBS = ("rng_state*.pth",)
 
@@ -38,16 +41,17 @@ def run_dir(output_dir: Path | str, run_id: str) -> Path:
     return Path(output_dir) / "ckpt" / run_id
 
 
-def epoch_dir(root: Path, epoch: int) -> Path:
-    return root / f"epoch-{epoch}"
+def epoch_dir(root: Path, epoch: int, unit: str = "epoch") -> Path:
+    """``root/<unit>-<n>``: ``epoch-<n>``, or ``step-<n>`` for step-based methods."""
+    return root / f"{unit}-{epoch}"
 
 
-def list_epochs(root: Path) -> list[int]:
+def list_epochs(root: Path, unit: str = "epoch") -> list[int]:
     """Epochs with a complete checkpoint under the run folder ``root``, ascending."""
     if not root.is_dir():
         return []
-    found = (EPOCH_RE.match(p.name) for p in root.iterdir() if p.is_dir())
-    return sorted(int(m.group(1)) for m in found if m)
+    found = (CHECKPOINT_RE.match(p.name) for p in root.iterdir() if p.is_dir())
+    return sorted(int(m.group(2)) for m in found if m and m.group(1) == unit)
 
 
 def is_resumable(path: Path) -> bool:
@@ -78,23 +82,24 @@ def clean_partial(root: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def resume_point(root: Path) -> tuple[int, Path | None]:
+def resume_point(root: Path, unit: str = "epoch") -> tuple[int, Path | None]:
     """(newest complete epoch, its folder when it can be resumed from; else None).
 
     Older epochs are stripped of resume state here too: after a kill between the
     rename of a new epoch and the stripping of the previous one, both hold it.
     """
-    epochs = list_epochs(root)
+    epochs = list_epochs(root, unit)
     if not epochs:
         return 0, None
-    newest = epoch_dir(root, epochs[-1])
+    newest = epoch_dir(root, epochs[-1], unit)
     for older in epochs[:-1]:
-        strip_resume_state(epoch_dir(root, older))
+        strip_resume_state(epoch_dir(root, older, unit))
     return epochs[-1], newest if is_resumable(newest) else None
 
 
-def promote(staged: Path, root: Path, epoch: int, extra_files: dict[str, dict]) -> Path:
-    """Move a finished transformers checkpoint into place as ``epoch-<epoch>``.
+def promote(staged: Path, root: Path, epoch: int, extra_files: dict[str, dict],
+            unit: str = "epoch") -> Path:
+    """Move a finished transformers checkpoint into place as ``<unit>-<epoch>``.
 
     ``extra_files`` (name -> JSON object) are written into the staged folder first;
     then one ``os.replace`` makes the checkpoint visible. The previous epochs lose
@@ -102,26 +107,26 @@ def promote(staged: Path, root: Path, epoch: int, extra_files: dict[str, dict]) 
     """
     for name, payload in extra_files.items():
         _write_json(staged / name, payload)
-    target = epoch_dir(root, epoch)
+    target = epoch_dir(root, epoch, unit)
     if target.exists():  # only after a resume from an older epoch: replace it
         trash = root / f".trash-{epoch}-{os.getpid()}"
         os.replace(target, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.replace(staged, target)
-    for older in list_epochs(root):
+    for older in list_epochs(root, unit):
         if older != epoch:
-            strip_resume_state(epoch_dir(root, older))
+            strip_resume_state(epoch_dir(root, older, unit))
     return target
 
 
-def mark_done(root: Path, summary: dict) -> dict:
-    """Record that every epoch is trained; strip the last resume state.
+def mark_done(root: Path, summary: dict, unit: str = "epoch") -> dict:
+    """Record that every checkpoint is trained; strip the last resume state.
 
     Returns ``summary`` with ``disk_bytes`` (the run folder after stripping).
     """
-    epochs = list_epochs(root)
+    epochs = list_epochs(root, unit)
     if epochs:
-        strip_resume_state(epoch_dir(root, epochs[-1]))
+        strip_resume_state(epoch_dir(root, epochs[-1], unit))
     summary = {**summary, "disk_bytes": disk_bytes(root)}
     _write_json(root / DONE_RECORD, summary)
     return summary
@@ -141,3 +146,24 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def read_new_layers(model_path: str | Path) -> list[int]:
+    """The decoder layers an up-scaling added to ``model_path`` (its ``sftlab_upscale.json``)."""
+    path = Path(model_path) / UPSCALE_RECORD
+    if not path.is_file():
+        from sftlab.errors import UserError
+
+        raise UserError(f"trainable: new needs a model up-scaled by sftlab; {model_path} has no "
+                        f"{UPSCALE_RECORD} (start the method from an `upscale` link with `init:`)")
+    return json.loads(path.read_text())["new_layers"]
+
+
+def rename_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, unless another process (a rank of
+    the same torchrun job) got there first; then ``tmp`` is left for the caller to remove."""
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise

@@ -33,7 +33,10 @@ def tokenize_rows(rows: list[dict], tokenizer) -> dict[str, list[list[int]]]:
 
 
 def to_dataset(rows: list[dict], tokenizer):
-    """A ``datasets.Dataset`` of tokenised, prompt-masked examples."""
+    """A ``datasets.Dataset`` of tokenised, prompt-masked examples; raw text rows
+    (``{"text": ...}``, continued pretraining) stay text for TRL to tokenise and pack."""
     from datasets import Dataset
 
+    if rows and "prompt" not in rows[0]:
+        return Dataset.from_dict({"text": [r["text"] for r in rows]})
     return Dataset.from_dict(tokenize_rows(rows, tokenizer))

@@ -51,12 +51,10 @@ def _train_from_spec(path: Path) -> int:
     """Train from a JSON spec {model, rows, config, out} (no study file needed)."""
     import json
 
-    from sftlab.train import LoraConfigSpec, TrainConfig, train_on_rows
+    from sftlab.train import TrainConfig, train_on_rows
 
     spec = json.loads(path.read_text())
-    cfg = dict(spec["config"])
-    cfg["lora"] = LoraConfigSpec(**cfg.get("lora", {}))
-    train_on_rows(spec["model"], spec["rows"], TrainConfig(**cfg), spec["out"])
+    train_on_rows(spec["model"], spec["rows"], TrainConfig.of(**spec["config"]), spec["out"])
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sftlab.errors import UserError
 from sftlab.train import checkpoints
-from sftlab.train.config import TrainConfig, config_from_study
+from sftlab.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ def completed_epochs(study, run_id: str) -> list[int]:
     return checkpoints.list_epochs(checkpoints.run_dir(study.out_dir, run_id))
 
 
-def load_rows(path: Path) -> list[dict]:
-    """Prepared training rows (JSONL with at least ``prompt`` and ``completion``)."""
+def load_rows(path: Path, fields: tuple[str, ...] = ("prompt", "completion")) -> list[dict]:
+    """Prepared training rows (JSONL with at least string ``fields``)."""
     if not path.is_file():
         raise UserError(f"prepared training set not found: {path} (run `sftlab prepare` first)")
     rows = []
@@ -43,8 +43,8 @@ def load_rows(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
-                raise UserError("each row needs string 'prompt' and 'completion' fields",
+            if not all(isinstance(row.get(f), str) for f in fields):
+                raise UserError(f"each row needs string {' and '.join(map(repr, fields))} fields",
                                 where=f"{path}:{number}")
             rows.append(row)
     if not rows:
@@ -53,20 +53,26 @@ def load_rows(path: Path) -> list[dict]:
 
 
 def train_run(study, run, *, progress: bool = True) -> dict:
-    """Train planned ``run`` of ``study`` on its prepared set; return a summary.
+    """Train planned ``run`` of ``study`` with its method's module; return a summary.
 
     Resumes from the newest complete checkpoint; a no-op when already complete.
     """
+    from sftlab.methods import module_for
+    from sftlab.methods.links import Link, start_model
+    from sftlab.study.plan import plan
+
     root = checkpoints.run_dir(study.out_dir, run.id)
     done = checkpoints.read_done(root)
-    if done is not None and max(checkpoints.list_epochs(root), default=0) >= run.epochs:
+    if done is not None and all((root / f"{run.unit}-{n}").is_dir() for n in run.checkpoints):
         return {**done, "skipped": True}
-    rows = load_rows(Path(study.out_dir) / "data" / f"{run.data_key}.jsonl")
-    model_path = study.resolve_model_path(run.model_path)
-    record = {"run_id": run.id, "model": run.model, "method": run.method,
-              "method_type": run.method_type}
-    return train_on_rows(model_path, rows, config_from_study(study, run), root,
-                         progress=progress, record=record)
+    the_plan = plan(study)
+    try:
+        start = start_model(study, the_plan, the_plan.run_index.get(run.id, run))
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    link = Link(study=study, run=run, method=study.methods[run.method], start=start, root=root,
+                progress=progress)
+    return module_for(run.method_type).train(link)
 
 
 def train_on_rows(model_path: str, rows: list[dict], cfg: TrainConfig, out_dir: Path | str, *,

@@ -23,6 +23,9 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from sftlab.errors import UserError
+from sftlab.study.spec import LoraSpec
+from sftlab.train import checkpoints
+from sftlab.train.arguments import training_arguments
 from sftlab.train.batching import StepBatchSampler
 from sftlab.train.callbacks import LossProgressCallback
 from sftlab.train.config import TrainConfig
@@ -96,11 +99,12 @@ def peft_config(cfg: TrainConfig):
         return None
     from peft import LoraConfig
 
-    targets = cfg.lora.target_modules
+    lora = cfg.method.lora or LoraSpec()
+    targets = lora.target_modules
     return LoraConfig(
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         use_dora=cfg.method_type == "dora",
         bias="none",
@@ -110,39 +114,22 @@ def peft_config(cfg: TrainConfig):
 
 def sft_config(cfg: TrainConfig, staging: Path, *, world_size: int, progress: bool,
                precision: str, padding_free: bool) -> SFTConfig:
-    """TRL ``SFTConfig`` for one run (checkpoints staged in ``staging``)."""
-    micro, accumulation = cfg.micro_and_accumulation(world_size)
+    """TRL ``SFTConfig`` for one run (checkpoints staged in ``staging``): the shared
+    hyperparameters plus the method's own objective (``sft_arguments``)."""
     return SFTConfig(
-        output_dir=str(staging),
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accumulation,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.logging_steps,
-        save_strategy="epoch",
-        save_only_model=False,
-        report_to=list(cfg.report_to) or "none",
-        disable_tqdm=not progress,
-        completion_only_loss=True,
-        max_length=None if padding_free else cfg.max_length,
-        padding_free=padding_free,
-        packing=False,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
-        ddp_find_unused_parameters=False,  # a causal LM uses every trainable parameter
-        fsdp=cfg.fsdp,
-        deepspeed=cfg.deepspeed,
+        **training_arguments(cfg, staging, world_size=world_size, progress=progress,
+                             precision=precision),
+        **cfg.method.sft_arguments(cfg.max_length, padding_free),
     )
+
+
+def train_only_layers(model, layers: list[int]) -> None:
+    """Freeze every parameter but those of decoder ``layers`` (``trainable: new``)."""
+    keep = {id(p) for i in layers for p in model.model.layers[i].parameters()}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in keep)
+    log.info("training only layers %s (%d parameters)", layers,
+             sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def build_trainer(model_path: str, rows: list[dict], cfg: TrainConfig, staging: Path, *,
@@ -153,22 +140,24 @@ def build_trainer(model_path: str, rows: list[dict], cfg: TrainConfig, staging: 
     With ``report_to`` containing ``tensorboard``, events go to ``tensorboard_dir``
     (default: beside ``staging``), not into the staging folder that is thrown away.
     """
-    precision = resolve_precision(cfg.precision)
-    attention = resolve_attention(cfg.attn_implementation)
+    precision = resolve_precision(cfg.training.precision)
+    attention = resolve_attention(cfg.training.attn_implementation)
     padding_free = attention is not None and attention.startswith("flash_attention")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = sft_config(cfg, staging, world_size=world, progress=progress,
                       precision=precision, padding_free=padding_free)
-    if "tensorboard" in cfg.report_to:
+    if "tensorboard" in cfg.training.report_to:
         args.report_to = [r for r in args.report_to if r != "tensorboard"]
         callbacks = [*callbacks, _tensorboard(tensorboard_dir or staging.parent / "tensorboard")]
     tokenizer = load_tokenizer(model_path, cfg)
     dataset = to_dataset(rows, tokenizer)
     model = load_model(model_path, cfg, precision, attention)
+    if cfg.method.trainable == "new":
+        train_only_layers(model, checkpoints.read_new_layers(model_path))
     trainer = SftlabSFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=peft_config(cfg), callbacks=callbacks)
-    trainer.sftlab_group_by_length = cfg.group_by_length
+    trainer.sftlab_group_by_length = cfg.training.group_by_length
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback if not progress else ProgressCallback)
