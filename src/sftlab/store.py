@@ -129,6 +129,14 @@ class DriverLock:
             self._fh = None
 
 
+def damaged_store(path: Path, err: Exception) -> UserError:
+    """The error for a store SQLite cannot read: what to do about it."""
+    return UserError(f"the study store is damaged or not a SQLite file ({err}): move it aside "
+                     f"(mv {path} {path}.broken) and run `sftlab run` again; the store is "
+                     "rebuilt from the artefacts on disk (checkpoints, evals/*.json)",
+                     where=str(path))
+
+
 class Store:
     """The study's SQLite store. Open with :meth:`open` (writer) or :meth:`read` (reader)."""
 
@@ -144,9 +152,13 @@ class Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise damaged_store(path, err) from None
         if version > SCHEMA_VERSION:
             conn.close()
             raise UserError(f"store schema version {version} is newer than this sftlab "
@@ -161,8 +173,18 @@ class Store:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"no store at {path}: run `sftlab run` on the study first")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK):
+                raise
+            # a read-only folder: SQLite cannot create the WAL index beside the file, so
+            # read the file as it is (nothing can be writing it there)
+            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise damaged_store(path, err) from None
         if version != SCHEMA_VERSION:
             conn.close()
             raise UserError(f"store schema version {version}, this sftlab reads "

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
         adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder to merge."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by "
                                  "default; 0.0.0.0 exposes the server to the network)."),
-        port: int = typer.Option(8000, "--port", help="TCP port; 0 picks a free one."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port; 0 picks a free one."),
         name: str | None = typer.Option(None, "--name", help="Served model name "
                                         "(default: the model folder's name)."),
         template: str | None = typer.Option(None, "--template", help="Study template "
