@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as err:
         print(f"error: {err.render()}", file=sys.stderr)
         return err.exit_code
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {user.render()}", file=sys.stderr)
         return user.exit_code
-    return 0
+    return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
 
 
 if __name__ == "__main__":

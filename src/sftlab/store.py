@@ -96,9 +96,10 @@ class DriverLock:
     when the driver exits, however it exits (a SIGKILLed driver leaves no stale lock).
     """
 
-    def __init__(self, out_dir: Path | str, study_name: str = ""):
+    def __init__(self, out_dir: Path | str, study_name: str = "", command: str = "run"):
         self.path = Path(out_dir) / LOCK_NAME
         self.study_name = study_name
+        self.command = command  # who holds it: `sftlab run` or `sftlab train`
         self._fh = None
 
     def __enter__(self) -> DriverLock:
@@ -110,13 +111,16 @@ class DriverLock:
             fh.seek(0)
             holder = fh.read().strip() or "unknown process"
             fh.close()
+            command, sep, rest = holder.partition(": ")
+            command, holder = (command, rest) if sep and command.startswith("sftlab ") else (
+                "sftlab run", holder)
             raise UserError(
-                f"another `sftlab run` is driving study '{self.study_name}' ({holder}); "
+                f"another `{command}` is driving study '{self.study_name}' ({holder}); "
                 "wait for it to finish or stop it, then run again",
                 where=str(self.path.parent)) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+        fh.write(f"sftlab {self.command}: pid {os.getpid()} on {socket.gethostname()} since "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         fh.flush()
         self._fh = fh

@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON summary per run."),
     ) -> None:
         """Train runs (full / LoRA / DoRA), one checkpoint per epoch; resumes after a kill."""
+        from sftlab.store import DriverLock
         from sftlab.study import load_study, plan
 
         study = load_study(study_path)
@@ -31,12 +32,17 @@ def register(app: typer.Typer) -> None:
         if bool(run_ids) == train_all:
             raise UserError("give --run RUN_ID (one or more) or --all", where="sftlab train")
         runs = the_plan.runs if train_all else [the_plan.run(r) for r in run_ids]
-        for run in runs:
-            summary = _train_one(study, study_path, run, nproc, progress=not as_json)
-            if as_json:
-                print(json.dumps({"run_id": run.id, **summary}))
-            else:
-                _print_summary(run, summary)
+        with DriverLock(study.out_dir, study.name, command="train"):  # never beside `run`
+            _train_all(study, study_path, runs, nproc, as_json)
+
+
+def _train_all(study, study_path: Path, runs: list, nproc: int, as_json: bool) -> None:
+    for run in runs:
+        summary = _train_one(study, study_path, run, nproc, progress=not as_json)
+        if as_json:
+            print(json.dumps({"run_id": run.id, **summary}))
+        else:
+            _print_summary(run, summary)
 
 
 def _train_one(study, study_path: Path, run, nproc: int, *, progress: bool) -> dict:

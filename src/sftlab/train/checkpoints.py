@@ -78,6 +78,35 @@ def clean_partial(root: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+def repair(root: Path) -> list[int]:
+    """Keep only the unbroken run of epochs 1..k: a checkpoint after a missing epoch (one
+    deleted by hand) is removed, with the done record, so the run trains again (from the
+    start when epoch k holds no resume state) and ends with every epoch on disk. Training
+    is deterministic, so the retrained epochs equal the removed ones. Returns those removed.
+    """
+    present = list_epochs(root)
+    k = 0
+    while k + 1 in present:
+        k += 1
+    later = [e for e in present if e > k]
+    if not later:
+        return []
+    log.warning("%s: epoch %d is missing; removing epochs %s and training them again", root,
+                k + 1, ", ".join(map(str, later)))
+    (root / DONE_RECORD).unlink(missing_ok=True)
+    for epoch in later:
+        trash = root / f".trash-{epoch}-{os.getpid()}"
+        os.replace(epoch_dir(root, epoch), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return later
+
+
+def complete(root: Path, epochs: int) -> bool:
+    """Whether every epoch 1..``epochs`` has its checkpoint (and the run its done record)."""
+    present = set(list_epochs(root))
+    return (root / DONE_RECORD).is_file() and all(e in present for e in range(1, epochs + 1))
+
+
 def resume_point(root: Path) -> tuple[int, Path | None]:
     """(newest complete epoch, its folder when it can be resumed from; else None).
 

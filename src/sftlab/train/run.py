@@ -58,9 +58,9 @@ def train_run(study, run, *, progress: bool = True) -> dict:
     Resumes from the newest complete checkpoint; a no-op when already complete.
     """
     root = checkpoints.run_dir(study.out_dir, run.id)
-    done = checkpoints.read_done(root)
-    if done is not None and max(checkpoints.list_epochs(root), default=0) >= run.epochs:
-        return {**done, "skipped": True}
+    checkpoints.repair(root)  # an epoch deleted by hand: train again, never report it done
+    if checkpoints.complete(root, run.epochs):
+        return {**checkpoints.read_done(root), "skipped": True}
     rows = load_rows(Path(study.out_dir) / "data" / f"{run.data_key}.jsonl")
     model_path = study.resolve_model_path(run.model_path)
     record = {"run_id": run.id, "model": run.model, "method": run.method,
@@ -96,9 +96,10 @@ def train_on_rows(model_path: str, rows: list[dict], cfg: TrainConfig, out_dir: 
 def _train_or_resume(model_path: str, rows: list[dict], cfg: TrainConfig, root: Path,
                      main: bool, progress: bool, record: dict | None,
                      callbacks: list | None) -> dict:
-    done = checkpoints.read_done(root)
-    if done is not None and max(checkpoints.list_epochs(root), default=0) >= cfg.epochs:
-        return {**done, "skipped": True}
+    if main:
+        checkpoints.repair(root)
+    if checkpoints.complete(root, cfg.epochs):
+        return {**checkpoints.read_done(root), "skipped": True}
     last_epoch, resume_from = checkpoints.resume_point(root) if main else _peek_resume(root)
     if 0 < last_epoch < cfg.epochs and resume_from is None:
         log.warning("%s: epoch %d has no optimizer state; training from the start", root, last_epoch)
