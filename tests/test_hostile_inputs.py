@@ -309,3 +309,22 @@ def test_plan_estimate_and_serve_port_out_of_range_are_user_errors(tmp_path, cap
     assert code == 2, capsys.readouterr()
     capsys.readouterr()
     assert main(["serve", "--model", "tiny:llama", "--port", "70000"]) == 2
+
+
+def test_deeply_nested_and_non_utf8_data_files_name_the_line(tmp_path):
+    from sftlab.data.readers import iter_rows
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"instruction": "a", "response": "b"}\n'
+                    '{"instruction": ' + "[" * 100000 + "]" * 100000 + ', "response": "b"}\n')
+    rows = list(iter_rows(str(deep)))
+    assert rows[0][1] == {"instruction": "a", "response": "b"}
+    assert rows[1][0] == f"{deep}:2" and "nested too deeply" in str(rows[1][1])
+    array = tmp_path / "deep.json"
+    array.write_text("[\n" + "[" * 100000 + "]" * 100000 + "\n]\n")
+    with pytest.raises(UserError, match="deep.json:2: JSON nested too deeply"):
+        list(iter_rows(str(array)))
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"instruction": "ok", "response": "b"}\n{"instruction": "caf\xe9"}\n')
+    with pytest.raises(UserError, match="latin.jsonl:2: not UTF-8"):
+        list(iter_rows(str(latin)))
