@@ -262,3 +262,34 @@ def test_in_process_batcher_still_answers_after_stop_is_requested(tiny):
 
     took, cancelled, _ = asyncio.run(main())
     assert took < 1.0 and cancelled
+
+
+def test_sigterm_stops_the_process_even_while_the_model_computes(tiny_llama):
+    """A long model call is running when SIGTERM comes: the process still ends, soon after
+    uvicorn's grace period, instead of living on until the call is done."""
+    from sftlab.serve.process import ServerProcess
+
+    with ServerProcess(["--model", str(tiny_llama), "--port", "0", "--name", "tiny",
+                        "--device", "cpu"]) as server:
+        body = {"prompt": [f"long {i}" for i in range(8)], "max_tokens": 2000,
+                "temperature": 1.0, "stop": None}
+        thread = threading.Thread(target=lambda: _swallow(server.url, body), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while httpx.get(server.url.removesuffix("/v1") + "/health").json()["running"] == 0 \
+                and server.proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)  # the model call is under way
+        start = time.monotonic()
+        code = server.stop(timeout=60)
+        took = time.monotonic() - start
+    assert code == 0 and took < 25, (code, took, "\n".join(server.output))
+    assert "sftlab serve: stopped" in server.output
+
+
+def _swallow(url, body):
+    try:
+        httpx.post(url + "/completions", json=body, timeout=120)
+    except httpx.HTTPError:
+        pass

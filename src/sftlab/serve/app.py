@@ -103,7 +103,7 @@ def create_app(model: Any, tokenizer: Any, *, model_name: str = "model",
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "queued": batcher.pending(),
+        return {"status": "ok", "queued": batcher.pending(), "running": len(batcher.running),
                 "batches_run": batcher.batches_run, "rows_run": batcher.rows_run}
 
     @app.get("/v1/models")
