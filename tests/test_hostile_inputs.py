@@ -328,3 +328,18 @@ def test_deeply_nested_and_non_utf8_data_files_name_the_line(tmp_path):
     latin.write_bytes(b'{"instruction": "ok", "response": "b"}\n{"instruction": "caf\xe9"}\n')
     with pytest.raises(UserError, match="latin.jsonl:2: not UTF-8"):
         list(iter_rows(str(latin)))
+
+
+def test_smoke_mode_trains_methods_that_shrinking_made_identical_once(tmp_path):
+    from sftlab.smoke import smoke_study
+
+    from sftlab.smoke import SMOKE_BATCH
+
+    raw = small_study(tmp_path)
+    raw["methods"]["full"]["batch_size"] = SMOKE_BATCH * 2
+    raw["methods"]["big"] = dict(raw["methods"]["full"], type="full", batch_size=SMOKE_BATCH * 8)
+    raw["grid"]["methods"] = ["full", "big"]
+    study = study_from_dict(raw)
+    assert len(plan(study).runs) == 2  # distinct in the real study
+    smoke = smoke_study(study)
+    assert smoke.grid.methods == ["full"] and len(plan(smoke).runs) == 1

@@ -249,6 +249,11 @@ async def _submit(batcher: Batcher, rows: list[Row], request: Request) -> list[R
     except QueueFull:
         raise ApiError(503, "server busy: request queue is full, retry later",
                        "server_overloaded", headers={"Retry-After": "1"}) from None
+    except ApiError:
+        raise
+    except Exception as err:  # the model failed on this request's rows (and only on them)
+        raise ApiError(500, f"the model failed on this request ({type(err).__name__}: "
+                       f"{err})"[:500], "server_error") from None
     finally:
         if not job.done():
             job.cancel()
