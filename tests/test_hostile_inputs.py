@@ -331,9 +331,7 @@ def test_deeply_nested_and_non_utf8_data_files_name_the_line(tmp_path):
 
 
 def test_smoke_mode_trains_methods_that_shrinking_made_identical_once(tmp_path):
-    from sftlab.smoke import smoke_study
-
-    from sftlab.smoke import SMOKE_BATCH
+    from sftlab.smoke import SMOKE_BATCH, smoke_study
 
     raw = small_study(tmp_path)
     raw["methods"]["full"]["batch_size"] = SMOKE_BATCH * 2
