@@ -209,6 +209,12 @@ def _check_distinct_runs(study: Study, runs: list[RunSpec]) -> None:
         elif other.model != r.model:
             clashes.add(f"models: '{other.model}' and '{r.model}' are the same model (path, "
                         "revision); list it once")
+        elif set(other.datasets) != set(r.datasets):
+            mine = sorted(set(r.datasets) - set(other.datasets))
+            theirs = sorted(set(other.datasets) - set(r.datasets))
+            clashes.add(f"datasets: '{', '.join(mine)}' reads the same data as "
+                        f"'{', '.join(theirs)}' (same source, fields and filters), so they "
+                        "would train the same runs; list it once")
         else:
             clashes.add(f"grid: run {r.id} ({r.model}, {r.method}) appears twice; list each "
                         "method, size and dataset once")
