@@ -111,8 +111,8 @@ class DriverLock:
             fh.seek(0)
             holder = fh.read().strip() or "unknown process"
             fh.close()
-            command, sep, rest = holder.partition(": ")
-            command, holder = (command, rest) if sep and command.startswith("sftlab ") else (
+            head, sep, command = holder.rpartition(" by ")
+            command, holder = (command, head) if sep and command.startswith("sftlab ") else (
                 "sftlab run", holder)
             raise UserError(
                 f"another `{command}` is driving study '{self.study_name}' ({holder}); "
@@ -120,8 +120,8 @@ class DriverLock:
                 where=str(self.path.parent)) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"sftlab {self.command}: pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} by sftlab {self.command}\n")
         fh.flush()
         self._fh = fh
         return self
