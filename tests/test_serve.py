@@ -96,7 +96,7 @@ def test_concurrent_requests_are_batched_and_match_solo_answers(app):
         first = asyncio.create_task(client.post("/v1/completions",
                                                 json={"prompt": prompts[0], **body}))
         await asyncio.to_thread(entered.wait, 30)
-        batcher.queue._maxsize = 16  # room for all of them while the first batch runs
+        batcher.max_queue = 16  # room for all of them while the first batch runs
         rest = [asyncio.create_task(client.post("/v1/completions", json={"prompt": p, **body}))
                 for p in prompts[1:]]
         while batcher.queue.qsize() < len(rest):

@@ -119,8 +119,9 @@ def test_eval_cli_with_served_model_and_judge(server, tmp_path, capsys, monkeypa
             "--template", TEMPLATE, "--judge-base-url", server.url, "--judge-model", "tiny",
             "--judge-api-key-env", "TINY_JUDGE_KEY", "--judge-max-tokens", "8",
             "--out", str(tmp_path / "out"), "--json"]
-    assert main(args) == 0
+    code = main(args)
     result = json.loads(capsys.readouterr().out)["results"][0]
+    assert code == (0 if result["n"] else 1)  # no parsable judgment: a failed evaluation
     # every judgment came back (no "error"); the unparsable ones are counted as missing
     assert result["task"] == "alpaca_eval" and "error" not in result["outcomes"]
     assert result["n"] + result["outcomes"].get("missing", 0) == 2
@@ -144,8 +145,9 @@ def test_score_replays_mt_bench_answers_with_the_served_judge(server, tmp_path, 
             "--judge-base-url", server.url, "--judge-model", "tiny", "--judge-max-tokens", "8",
             "--out", str(tmp_path / "out"), "--json"]
     for attempt in range(2):
-        assert main(args) == 0
+        code = main(args)
         [result] = json.loads(capsys.readouterr().out)["results"]
+        assert code == (0 if result["n"] else 1)  # no parsable judgment: a failed evaluation
         assert result["task"] == "mt_bench" and "error" not in result["outcomes"]
         assert result["n"] + result["outcomes"].get("missing", 0) == 4
         prov = json.loads((tmp_path / "out" / "mt_bench-0shot-opencompass.provenance.json")

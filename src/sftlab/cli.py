@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from sftlab.errors import UserError
+from sftlab.errors import UserError, from_environment
 
 app = typer.Typer(
     name="sftlab",
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as err:
         print(f"error: {err.render()}", file=sys.stderr)
         return err.exit_code
@@ -74,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # click usage errors (typer vendors click) carry their exit code
+    except Exception as err:
         if hasattr(err, "show") and isinstance(getattr(err, "exit_code", None), int):
-            err.show()
+            err.show()  # click usage errors (typer vendors click) carry their exit code
             return err.exit_code
-        raise
-    return 0
+        user = from_environment(err)  # the one boundary: a damaged or unreadable file ...
+        if user is None:
+            raise
+        print(f"error: {user.render()}", file=sys.stderr)
+        return user.exit_code
+    return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
 
 
 if __name__ == "__main__":

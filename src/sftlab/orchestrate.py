@@ -195,8 +195,9 @@ def _records_on_disk(out: Path, wanted: set[str]) -> list[dict]:
     if not wanted or not folder.is_dir():
         return []
     names = {p.name for p in folder.iterdir()}
-    return [json.loads((folder / f"{i}.json").read_text(encoding="utf-8"))
-            for i in sorted(wanted) if f"{i}.json" in names]
+    records = [json.loads((folder / f"{i}.json").read_text(encoding="utf-8"))
+               for i in sorted(wanted) if f"{i}.json" in names]
+    return [r for r in records if r.get("n") and isinstance(r.get("value"), int | float)]
 
 
 def result_row(the_plan: Plan, record: dict) -> dict:
@@ -534,8 +535,9 @@ class Scheduler:
         records = {r["eval_id"]: r for r in result.get("evals", [])
                    if (out / "evals" / f"{r['eval_id']}.json").is_file()}
         rows = [result_row(self.the_plan, records[u]) for u in job.units if u in records]
-        missing = {u: "the evaluation returned no complete result for this benchmark"
-                   for u in job.units if u not in records}
+        reasons = result.get("failed") or {}
+        missing = {u: reasons.get(u, "the evaluation returned no complete result for this "
+                                     "benchmark") for u in job.units if u not in records}
         return set(records) & set(job.units), missing, rows
 
     def _release(self, unit: str) -> None:

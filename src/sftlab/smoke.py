@@ -84,7 +84,26 @@ def smoke_study(study: Study) -> Study:
     raw["evaluation"] = _smoke_evaluation(
         study, min(m.checkpoints()[-1] for m in shrunk.methods.values()))
     raw["output_dir"] = Path(study.out_dir) / "smoke"
+    smoke = study_from_dict(raw, source=study.source_path)
+    distinct = _distinct_methods(smoke)
+    if distinct == smoke.grid.methods:
+        return smoke
+    raw["grid"]["methods"] = distinct  # shrinking made some methods identical: train them once
     return study_from_dict(raw, source=study.source_path)
+
+
+def _distinct_methods(study: Study) -> list[str]:
+    """The grid's methods less those identical to an earlier one (same run ids)."""
+    from sftlab.study.plan import method_identity
+
+    seen: list[dict] = []
+    kept = []
+    for name in study.grid.methods:
+        identity = method_identity(study, name)
+        if identity not in seen:
+            seen.append(identity)
+            kept.append(name)
+    return kept
 
 
 def smoke_notes(study: Study) -> list[str]:

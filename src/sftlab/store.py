@@ -96,9 +96,10 @@ class DriverLock:
     when the driver exits, however it exits (a SIGKILLed driver leaves no stale lock).
     """
 
-    def __init__(self, out_dir: Path | str, study_name: str = ""):
+    def __init__(self, out_dir: Path | str, study_name: str = "", command: str = "run"):
         self.path = Path(out_dir) / LOCK_NAME
         self.study_name = study_name
+        self.command = command  # who holds it: `sftlab run` or `sftlab train`
         self._fh = None
 
     def __enter__(self) -> DriverLock:
@@ -110,14 +111,17 @@ class DriverLock:
             fh.seek(0)
             holder = fh.read().strip() or "unknown process"
             fh.close()
+            head, sep, command = holder.rpartition(" by ")
+            command, holder = (command, head) if sep and command.startswith("sftlab ") else (
+                "sftlab run", holder)
             raise UserError(
-                f"another `sftlab run` is driving study '{self.study_name}' ({holder}); "
+                f"another `{command}` is driving study '{self.study_name}' ({holder}); "
                 "wait for it to finish or stop it, then run again",
                 where=str(self.path.parent)) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} by sftlab {self.command}\n")
         fh.flush()
         self._fh = fh
         return self
@@ -127,6 +131,14 @@ class DriverLock:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def damaged_store(path: Path, err: Exception) -> UserError:
+    """The error for a store SQLite cannot read: what to do about it."""
+    return UserError(f"the study store is damaged or not a SQLite file ({err}): move it aside "
+                     f"(mv {path} {path}.broken) and run `sftlab run` again; the store is "
+                     "rebuilt from the artefacts on disk (checkpoints, evals/*.json)",
+                     where=str(path))
 
 
 class Store:
@@ -144,9 +156,13 @@ class Store:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise damaged_store(path, err) from None
         if version > SCHEMA_VERSION:
             conn.close()
             raise UserError(f"store schema version {version} is newer than this sftlab "
@@ -161,8 +177,18 @@ class Store:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"no store at {path}: run `sftlab run` on the study first")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK):
+                raise
+            # a read-only folder: SQLite cannot create the WAL index beside the file, so
+            # read the file as it is (nothing can be writing it there)
+            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise damaged_store(path, err) from None
         if version != SCHEMA_VERSION:
             conn.close()
             raise UserError(f"store schema version {version}, this sftlab reads "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from sftlab import jsonio
 from sftlab.errors import UserError
 
 
@@ -106,10 +106,20 @@ def secondary_metrics(extra: dict) -> str:
 
 
 def print_results(results: list, as_json: bool) -> None:
-    """The results as ``{"results": [...]}`` (``--json``) or as a table with notes."""
+    """The results as ``{"results": [...]}`` (``--json``) or as a table with notes; then
+    exit 1 when any of them failed (no item scored, or a score that is not a number)."""
     if as_json:
-        print(json.dumps({"results": [row for r in results for row in r.summaries()]}))
-        return
+        print(jsonio.dumps({"results": [row for r in results for row in r.summaries()]}))
+    else:
+        _print_table(results)
+    failures = [r.failure() for r in results if r.failure()]
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_table(results: list) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table

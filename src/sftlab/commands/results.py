@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -22,6 +21,7 @@ def register(app: typer.Typer) -> None:
         """Print every stored score, one row each: run_id, model, method, setting, datasets
         ('+'-joined), size, epoch (0 = base model), task, shots, format, metric, value
         (percent; MT-Bench 1-10), stderr, n."""
+        from sftlab import jsonio
         from sftlab.errors import UserError
         from sftlab.results import COLUMNS, TABLE_COLUMNS, results_rows
         from sftlab.study import load_study
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         rows = [{c: r[c] for c in columns}
                 for r in results_rows(load_study(study_path), smoke=smoke)]
         if as_json:
-            print(json.dumps(rows, indent=1))
+            print(jsonio.dumps(rows, indent=1))
         elif as_csv:
             _print_csv(rows, columns)
         else:

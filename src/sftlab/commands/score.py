@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -25,6 +26,9 @@ def register(app: typer.Typer) -> None:
         judge_api_key_env: str | None = typer.Option(None, "--judge-api-key-env", help="Name of the env variable holding the judge's API key (the key is never written)."),
         judge_max_tokens: int | None = typer.Option(None, "--judge-max-tokens", help="Cap on each judgment's tokens (default 2048)."),
         judge_prompts: Path | None = typer.Option(None, "--judge-prompts", help="Judge prompts file in FastChat's judge_prompts.jsonl shape (default: sftlab's own)."),
+        samples: int = typer.Option(1, "--samples", min=1, help="Rows per id in --predictions "
+                                    "(each id must have exactly this many: its samples; a "
+                                    "repeated id is refused otherwise)."),
         as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} as JSON."),
     ) -> None:
         """Score generated outputs against a benchmark (ids: the benchmark's own, else row index;
@@ -39,10 +43,18 @@ def register(app: typer.Typer) -> None:
         spec = get_task(name)
         k = shots[0] if shots else spec.paper_shots[0]
         fmt = fmt or spec.formats[0]
+        if out is not None and out.exists() and not out.is_dir():
+            raise UserError("--out must be a folder (predictions and provenance go in it); "
+                            "this is an existing file", where=str(out))
         if not predictions.is_file():
             raise UserError("no such predictions file", where=str(predictions))
         options = judge_options(judge_base_url, judge_model, judge_api_key_env, judge_max_tokens,
                                 judge_prompts, out)
         result = score_predictions(TaskRequest(name, k, fmt, data, limit, options), predictions,
-                                   out_dir=out)
+                                   out_dir=out, samples=samples)
+        missing = (result.provenance.get("notes") or {}).get("missing_ids") or []
+        if missing:
+            print(f"missing: {len(missing)} of {result.n} items have no prediction (scored as "
+                  f"missing, i.e. wrong): {', '.join(map(str, missing[:10]))}"
+                  f"{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
         print_results([result], as_json)

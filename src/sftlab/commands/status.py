@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from sftlab import jsonio
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
         info = study_status(load_study(study_path), smoke=smoke)
         if as_json:
-            print(json.dumps(info, default=str))
+            print(jsonio.dumps(info))
         else:
             _print_status(info, all_runs)
 

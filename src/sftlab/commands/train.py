@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train runs (any method: SFT, cpt, upscale), a checkpoint per epoch; resumes after a
         kill. Prepares a missing training set and trains a run's parent links first."""
+        from sftlab.store import DriverLock
         from sftlab.study import load_study, plan
 
         study = load_study(study_path)
@@ -37,13 +38,18 @@ def register(app: typer.Typer) -> None:
             raise UserError("give --run RUN_ID (one or more) or --all", where="sftlab train")
         asked = the_plan.runs if train_all else [the_plan.run(r) for r in run_ids]
         runs = list(dict.fromkeys(a for r in asked for a in [*the_plan.ancestors(r), r]))
-        _prepare_missing(study, runs)
-        for run in runs:
-            summary = _train_one(study, study_path, run, nproc, progress=not as_json)
-            if as_json:
-                print(json.dumps({"run_id": run.id, **summary}))
-            else:
-                _print_summary(run, summary)
+        with DriverLock(study.out_dir, study.name, command="train"):  # never beside `run`
+            _prepare_missing(study, runs)
+            _train_all(study, study_path, runs, nproc, as_json)
+
+
+def _train_all(study, study_path: Path, runs: list, nproc: int, as_json: bool) -> None:
+    for run in runs:
+        summary = _train_one(study, study_path, run, nproc, progress=not as_json)
+        if as_json:
+            print(json.dumps({"run_id": run.id, **summary}))
+        else:
+            _print_summary(run, summary)
 
 
 def _prepare_missing(study, runs) -> None:

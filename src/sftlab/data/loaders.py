@@ -201,10 +201,15 @@ def _field_getter(value: str, name: str, where: str) -> Callable[[dict], str | N
         optional = name == "input" and value in _OPTIONAL_COLUMNS
         return lambda row: _text(row, value, name, optional=optional)
     try:
-        columns = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)
+                  if f is not None]
     except ValueError as err:
         raise UserError(f"{where}.{name}: cannot parse '{value}' as a format string ({err}); "
                         "write literal braces as '{{' and '}}'") from None
+    columns = [f for f, _, _ in parsed]
+    if any(spec or conv for _, spec, conv in parsed):
+        raise UserError(f"{where}.{name}: '{value}': only plain placeholders like '{{answer}}' "
+                        "are allowed (no format spec such as ':.2' or conversion such as '!r')")
     if not columns or any(c == "" or c.isdigit() or "." in c or "[" in c for c in columns):
         raise UserError(f"{where}.{name}: '{value}' must name columns like '{{answer}}'")
 

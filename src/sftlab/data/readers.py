@@ -115,6 +115,9 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[Row]:
         except json.JSONDecodeError as err:
             yield where, BadRow(f"broken JSON line ({err.msg} at column {err.colno})")
             continue
+        except RecursionError:
+            yield where, BadRow("JSON nested too deeply to read")
+            continue
         yield where, row if isinstance(row, dict) else BadRow(
             f"expected a JSON object, found {type(row).__name__}")
 
@@ -145,6 +148,8 @@ def _iter_json(path: Path, text: str) -> Iterator[Row]:
             row, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{err.lineno}: broken JSON ({err.msg}, column {err.colno})") from None
+        except RecursionError:
+            raise UserError(f"{path}:{line}: JSON nested too deeply to read") from None
         where = f"{path}:{line} (item {item})"
         yield where, row if isinstance(row, dict) else BadRow(
             f"expected a JSON object, found {type(row).__name__}")

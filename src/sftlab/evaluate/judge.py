@@ -1,10 +1,12 @@
 """A judge model behind an OpenAI-compatible chat API, with a judgment cache.
 
-:class:`JudgeClient` sends chat-completion requests with httpx from a bounded pool
-of threads, retries 429 / 5xx / 408 / timeouts / connection errors / malformed
-answers with exponential backoff and full jitter (honouring ``Retry-After``), and
-gives up after ``max_retries`` retries with a :class:`Judgment` whose ``text`` is
-None (the caller counts it as missing; it is never cached, so a re-run asks again).
+:class:`JudgeClient` sends chat-completion requests from a bounded pool of threads
+through :class:`sftlab.httpclient.JSONClient` (the one HTTP client and retry policy:
+429 / 5xx / 408 / timeouts / connection errors / malformed answers are retried with
+exponential backoff and full jitter, honouring ``Retry-After``; each attempt has a total
+deadline of ``timeout`` seconds and an answer-size cap of ``max_response_bytes``) and
+gives up after ``max_retries`` retries with a :class:`Judgment` whose ``text`` is None
+(the caller counts it as missing; it is never cached, so a re-run asks again).
 
 Every answer is cached in :class:`JudgmentCache` (SQLite, WAL) keyed by the judge
 model and the SHA-256 of the full request (messages + sampling parameters): a re-run
@@ -15,12 +17,10 @@ logged, cached, or included in provenance (only the variable's *name* is).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -29,14 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from sftlab.errors import UserError
+from sftlab.httpclient import DEFAULT_MAX_RESPONSE_BYTES, JSONClient, RequestFailed, Retryable
 
 log = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -105,19 +103,14 @@ def default_cache_path() -> Path:
     return base / "sftlab" / "judgments.sqlite"
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class JudgeClient:
     """Chat-completion calls to a judge model, bounded, retried and cached."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None,
                  concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0,
                  cache: JudgmentCache | None = None, temperature: float = 0.0,
-                 max_tokens: int = 2048, backoff_base: float = 1.0, backoff_max: float = 60.0):
+                 max_tokens: int = 2048, backoff_base: float = 1.0, backoff_max: float = 60.0,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -136,8 +129,10 @@ class JudgeClient:
                 raise UserError(f"judge: environment variable {api_key_env} (the API key) "
                                 "is not set", where="judge.api_key_env")
             headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.Client(headers=headers, timeout=timeout,
-                                  limits=httpx.Limits(max_connections=concurrency))
+        self._http = JSONClient(self.base_url, headers=headers, timeout=timeout,
+                                max_retries=max_retries, backoff_base=backoff_base,
+                                backoff_max=backoff_max, max_connections=concurrency,
+                                max_response_bytes=max_response_bytes, name=f"judge {model}")
 
     def __repr__(self) -> str:
         return f"JudgeClient(base_url={self.base_url!r}, model={self.model!r})"
@@ -206,85 +201,35 @@ class JudgeClient:
     def _ask(self, messages: Messages, params: dict[str, Any] | None = None) -> Judgment:
         body = {"model": self.model, "messages": messages,
                 **(self.params if params is None else params)}
-        error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._count("retries")
-            self._count("requests")
-            try:
-                return Judgment(self._post(body), attempts=attempt + 1)
-            except _Retryable as err:
-                error = str(err)
-                if attempt == self.max_retries:
-                    break
-                delay = self._delay(attempt, err.retry_after)
-                log.warning("judge %s: %s; retry %d/%d in %.1fs", self.model, error,
-                            attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
-            except _Fatal as err:
+        try:
+            text, attempts = self._http.post("chat/completions", body, parse=self._content)
+        except RequestFailed as err:
+            self._count("requests", err.attempts)
+            self._count("retries", err.attempts - 1)
+            if err.status is not None:
                 log.error("judge %s: %s (not retried)", self.model, err)
-                return Judgment(None, error=str(err), attempts=attempt + 1)
-        return Judgment(None, error=f"gave up after {self.max_retries + 1} attempts: {error}",
-                        attempts=self.max_retries + 1)
+            return Judgment(None, error=str(err), attempts=err.attempts)
+        self._count("requests", attempts)
+        self._count("retries", attempts - 1)
+        return Judgment(text, attempts=attempts)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
-        if retry_after is not None:
-            return min(self.backoff_max, max(retry_after, backoff))
-        return backoff
-
-    def _post(self, body: dict[str, Any]) -> str:
+    def _content(self, data: Any) -> str:
+        """The answer's text; a reply that is not a chat completion is worth a retry."""
         try:
-            resp = self._http.post(f"{self.base_url}/chat/completions", json=body)
-        except httpx.TimeoutException:
-            raise _Retryable(f"timed out after {self.timeout}s") from None
-        except httpx.TransportError as err:
-            raise _Retryable(f"connection error: {type(err).__name__}") from None
-        if resp.status_code in RETRY_STATUS:
-            raise _Retryable(f"HTTP {resp.status_code}", _retry_after(resp))
-        if resp.status_code >= 400:
-            raise _Fatal(f"HTTP {resp.status_code}: {_error_message(resp)}")
-        try:
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retryable("malformed response (not an OpenAI chat completion)") from None
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise Retryable("malformed response (not an OpenAI chat completion)") from None
         if content is None:  # e.g. a reasoning model that spent max_tokens thinking
             log.warning("judge %s: empty answer (content null); raise judge max_tokens?",
                         self.model)
             return ""
         if not isinstance(content, str):
-            raise _Retryable("malformed response (message content is not text)")
+            raise Retryable("malformed response (message content is not text)")
         return content
 
 
-class _Fatal(Exception):
-    """An answer that retrying cannot fix (400, 401, 404 ...)."""
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_message(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["error"]["message"])[:300]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:300]
-
-
 JUDGE_KEYS = ("base_url", "model", "api_key_env", "concurrency", "timeout", "max_retries",
-              "temperature", "max_tokens", "backoff_base", "backoff_max")
+              "temperature", "max_tokens", "backoff_base", "backoff_max", "max_response_bytes")
 
 
 def check_judge_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sftlab import jsonio
+
 
 def predictions_path(out_dir: Path, task: str, shots: int, fmt: str) -> Path:
     return Path(out_dir) / f"{task}-{shots}shot-{fmt}.jsonl"
@@ -36,9 +38,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
     """Write the rows (JSONL) then the provenance (JSON), each atomically."""
-    text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    text = "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     _atomic_write(path, text)
-    _atomic_write(provenance_path(path), json.dumps(provenance, indent=2, default=str) + "\n")
+    _atomic_write(provenance_path(path), jsonio.dumps(provenance, indent=2) + "\n")
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:

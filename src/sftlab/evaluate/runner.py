@@ -63,6 +63,17 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def failure(self) -> str | None:
+        """Why this result is not a score (no item scored, or a value that is not a
+        number), else None. Such a result is a failed evaluation, never a done one."""
+        counts = ", ".join(f"{k}={v}" for k, v in self.outcomes.items())
+        detail = f" (outcomes: {counts})" if counts else ""
+        if not self.n:
+            return f"{self.task} {self.shots}-shot: no item could be scored (n = 0){detail}"
+        if not isinstance(self.value, int | float) or not math.isfinite(self.value):
+            return f"{self.task} {self.shots}-shot: the score is not a number ({self.value}){detail}"
+        return None
+
     def summary(self) -> dict[str, Any]:
         """The fields ``--json`` prints (a NaN stderr, below two items, becomes null)."""
         d = self.to_dict()
@@ -232,14 +243,21 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
 
 def score_predictions(request: TaskRequest, predictions: str | Path, *,
                       out_dir: Path | None = None, template: str | None = None,
-                      seed: int = 1234) -> EvalResult:
-    """Score outputs produced elsewhere (``sftlab score``)."""
+                      seed: int = 1234, samples: int = 1) -> EvalResult:
+    """Score outputs produced elsewhere (``sftlab score``).
+
+    Every id must have exactly ``samples`` rows (a repeated id is refused, not counted
+    twice). Items with no prediction are scored as missing and listed in
+    ``provenance["notes"]["missing_ids"]``.
+    """
     from sftlab.evaluate.backends.replay import load_outputs
 
     [(task, ctx)] = prepare([request], template, seed)
-    outputs = load_outputs(predictions)
+    outputs = load_outputs(predictions, samples=samples)
     start = time.perf_counter()
     out = task.replay(outputs, ctx)
+    out.notes = {**(out.notes or {}), "samples": samples,
+                 "missing_ids": [r["item_id"] for r in out.rows if r["item_id"] not in outputs]}
     known = {r["item_id"] for r in out.rows}
     unknown = [i for i in outputs if i not in known]
     if unknown and request.limit is None:

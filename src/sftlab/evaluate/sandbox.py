@@ -14,9 +14,10 @@ Defence in layers, the outer ones being the real barrier:
    API keys included) and a wall-clock timeout that SIGKILLs the whole group.
 2. **Operating system.** Before any user code runs, the child (``_confine``) sets
    rlimits (CPU, address space, processes, file size, open files, no core files).
-   When the evaluator runs as root it also enters new mount and network
+   When the evaluator runs as root it also enters new mount, network and PID
    namespaces (no network at all: the new namespace has only a loopback that is
-   down; the scratch directory and ``/tmp``, ``/var/tmp``, ``/dev/shm`` are fresh
+   down; a fresh ``/proc`` shows the program only itself and its own children, never
+   the machine's other processes or their command lines; the scratch directory and ``/tmp``, ``/var/tmp``, ``/dev/shm`` are fresh
    size-limited tmpfs that vanish with the program; a directory only root may enter
    that holds the interpreter, such as ``/root``, is replaced by an empty tmpfs
    showing just the interpreter's folders) and then drops to a uid of its own (one per
@@ -533,6 +534,8 @@ def _last_line(raw: bytes) -> str:
 # then as the sandbox uid. It must not import sftlab (the child runs this file).
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWPID = 0x20000000
+_MS_NOEXEC = 8
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
@@ -565,8 +568,12 @@ def _child_main() -> None:
     _run_program(source, fd)
 
 
+_AS_PID: dict[int, int] = {}  # in a PID namespace: the program's pid there -> the one outside
+
+
 def _report(fd: int, status: str, **fields) -> None:
-    line = json.dumps({"status": status, "pid": os.getpid(), **fields}) + "\n"
+    pid = _AS_PID.get(os.getpid(), os.getpid())  # what the evaluator knows the program as
+    line = json.dumps({"status": status, "pid": pid, **fields}) + "\n"
     try:
         os.write(fd, line.encode()[:16384])
     except OSError:
@@ -586,9 +593,13 @@ def _confine(config: dict) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     uid = config["uid"]
     if os.geteuid() == 0:
-        isolated = libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET) == 0
+        outer = os.getpid()
+        own_pids = libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID) == 0
+        isolated = own_pids or libc.unshare(_CLONE_NEWNS | _CLONE_NEWNET) == 0
         if isolated:
             _private_mounts(libc, config)
+        if own_pids:
+            _enter_pid_namespace(libc, outer)
         elif config["reveal"]:
             raise RuntimeError(
                 "the interpreter lies under a directory only root may enter "
@@ -603,6 +614,43 @@ def _confine(config: dict) -> None:
         _set_limits(config)
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.chdir(config["scratch"])
+
+
+def _enter_pid_namespace(libc, outer: int) -> None:
+    """Fork into the new PID namespace; return only in the process that runs the program.
+
+    The namespace's first process (pid 1 there) mounts a fresh ``/proc`` and reaps; its
+    child runs the program (so the program is not pid 1, whose signal rules differ).
+    The process outside waits and ends as the program ended (exit status or signal),
+    which is what the evaluator sees; when pid 1 ends, the kernel kills whatever the
+    program left in the namespace.
+    """
+    done_r, done_w = os.pipe()
+    init = os.fork()
+    if init:  # outside: wait for the namespace, then end like the program did
+        os.close(done_w)
+        _, status = os.waitpid(init, 0)
+        relayed = os.read(done_r, 16)
+        _end_like(int(relayed) if relayed else status)
+    os.close(done_r)
+    _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    program = os.fork()
+    if program:  # pid 1: wait for the program, pass its wait status out, end the namespace
+        _, status = os.waitpid(program, 0)
+        os.write(done_w, str(status).encode())
+        os._exit(0)
+    os.close(done_w)
+    _AS_PID[os.getpid()] = outer
+
+
+def _end_like(status: int) -> None:
+    """Exit with the exit status, or die of the signal, that ``status`` describes."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))
 
 
 def _mount(

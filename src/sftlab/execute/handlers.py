@@ -80,10 +80,23 @@ def evaluate_job(payload: dict) -> dict:
         model, adapter=adapter, tasks=tasks, backend=ev.backend, out_dir=scratch,
         template=study.template if ev.use_template else None, seed=ev.seed,
         batch_size=ev.batch_size, progress=False)
-    records = [_store_artefacts(out_dir, spec, result.to_dict())
-               for spec, result in zip(evals, results, strict=True)]
+    outcome = store_results(out_dir, evals, results)
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"evals": records}
+    return outcome
+
+
+def store_results(out_dir: Path, evals: list[dict], results: list) -> dict:
+    """``{"evals": records, "failed": {eval_id: reason}}``: a result with no scored item
+    or a score that is not a number gets no record, so its unit fails (printed, exit 1,
+    retried by ``--retry-failed``) instead of being stored as done with NaN."""
+    records, failed = [], {}
+    for spec, result in zip(evals, results, strict=True):
+        reason = result.failure()
+        if reason:
+            failed[spec["id"]] = reason
+        else:
+            records.append(_store_artefacts(out_dir, spec, result.to_dict()))
+    return {"evals": records, "failed": failed}
 
 
 def _task_requests(study, evals: list[dict]) -> list:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftlab import jsonio
+
 LOG_TAIL_CHARS = 4000
 
 
@@ -99,7 +101,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, default=str)
+            fh.write(jsonio.dumps(data))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -26,6 +26,8 @@ from sftlab.report.view import StudyView, build_view
 
 log = logging.getLogger(__name__)
 
+MARKER = ".sftlab-report"  # written into every report folder; only such a folder is replaced
+
 BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
@@ -47,6 +49,8 @@ def build_report(results: pd.DataFrame, out_dir: Path, *, options: ReportOptions
     shutil.rmtree(work, ignore_errors=True)
     (work / "figures").mkdir(parents=True)
     (work / "tables").mkdir()
+    (work / MARKER).write_text("a report written by `sftlab report`; the next one replaces "
+                               "this folder\n", encoding="utf-8")
     try:
         secs = _sections(view, items, options, work / "figures")
         table_files = _write_tables(secs, work / "tables")
@@ -112,9 +116,12 @@ def _write_index(view: StudyView, options: ReportOptions, secs: list[Section], f
 
 
 def _check_target(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or (
-            any(out_dir.iterdir()) and not any((out_dir / n).exists() for n in ("index.html", "index.md")))):
-        raise UserError(f"{out_dir} exists and is not a report folder; choose another --out",
+    """Only an empty folder or one sftlab marked as its report may be replaced."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MARKER).is_file()):
+        raise UserError(f"{out_dir} exists and is not a report folder written by sftlab (no "
+                        f"{MARKER} file in it); choose another --out or move it away",
                         where="report")
 
 

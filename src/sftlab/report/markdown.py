@@ -4,6 +4,7 @@ too, since Markdown viewers render inline HTML."""
 from __future__ import annotations
 
 import html
+import re
 
 import pandas as pd
 
@@ -12,6 +13,19 @@ from sftlab.report.document import Cell, Section
 
 def esc(value) -> str:
     return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+_MD_PUNCT = re.compile(r"([\\`*_\[\]()!|~:<>{}])")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
+_WWW = re.compile(r"(www)\.", re.IGNORECASE)
+
+
+def inert(value) -> str:
+    """Model or data text as inert Markdown: HTML escaped, every character that can open a
+    link, an image, an autolink, emphasis or code backslash-escaped, all on one line. A
+    ``[x](javascript:...)`` or ``![](https://...)`` in a model's output shows as text."""
+    text = _LINE_BREAKS.sub(" ", html.escape(str(value), quote=False))
+    return _WWW.sub(r"\1\\.", _MD_PUNCT.sub(r"\\\1", text))
 
 
 def cell_md(value) -> str:
@@ -54,9 +68,9 @@ def render(title: str, meta: list[str], sections: list[Section]) -> str:
             out += [f"**Table {i}.{j}: {esc(table.caption)}** ([CSV](tables/{table.name}.csv))", "",
                     table_md(table.display)]
         for ex in sec.examples:
-            out += [f"**{esc(ex.column)} · item {esc(ex.item_id)}**", ""]
+            out += [f"**{inert(ex.column)} · item {inert(ex.item_id)}**", ""]
             if ex.prompt:
-                out += ["Prompt: " + esc(ex.prompt), ""]
-            out += [f"- {esc(o.who)} (score {esc(o.score)}): `{esc(o.output).replace('`', '´')}`"
+                out += ["Prompt: " + inert(ex.prompt), ""]
+            out += [f"- {inert(o.who)} (score {inert(o.score)}): {inert(o.output)}"
                     for o in ex.outputs] + [""]
     return "\n".join(out) + "\n"

@@ -7,11 +7,23 @@ do, so stock clients work unchanged.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Prompt = str | list[str] | list[int] | list[list[int]]
+SEED_RANGE = 2**63  # a seed (plus the sample index) must fit torch's 64-bit generator
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask of ``sftlab serve`` (each limit is a ``--flag``)."""
+
+    max_body_bytes: int = 2 * 2**20  # request body; larger gets 413 before it is parsed
+    max_rows: int = 128  # prompts x n in one request
+    max_request_tokens: int = 131_072  # prompt tokens + max_tokens, summed over the rows
+    body_timeout_s: float = 30.0  # a body still arriving after this gets 408
 
 
 class _Sampling(BaseModel):
@@ -23,7 +35,7 @@ class _Sampling(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=64)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-SEED_RANGE, lt=SEED_RANGE - 64)
     stream: bool = False
 
     @field_validator("stop")

@@ -4,14 +4,17 @@ The server binds 127.0.0.1 unless told otherwise, prints one line
 ``sftlab serve: ready at http://HOST:PORT/v1`` once it accepts connections (port 0
 picks a free port; the line tells which), and shuts down cleanly on SIGTERM or
 SIGINT: uvicorn stops accepting, lets in-flight requests finish (up to
-``graceful_s`` seconds), then the batcher is stopped.
+``graceful_s`` seconds), then the batcher is stopped and waiting requests fail. A model
+call still computing then is abandoned: the process exits rather than wait for it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -19,6 +22,7 @@ from types import FrameType
 import uvicorn
 
 from sftlab.errors import UserError
+from sftlab.serve.schemas import ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class ServeOptions:
     device: str | None = None
     trust_remote_code: bool = False
     graceful_s: int = 10
+    limits: ServeLimits = ServeLimits()
 
 
 def served_name(opts: ServeOptions) -> str:
@@ -60,10 +65,15 @@ def serve(opts: ServeOptions) -> None:
     aliases = tuple(a for a in (opts.model, opts.adapter) if a)
     app = create_app(model, tokenizer, model_name=served_name(opts), aliases=aliases,
                      template=opts.template, max_batch=opts.max_batch,
-                     max_queue=opts.max_queue, batch_wait_ms=opts.batch_wait_ms)
+                     max_queue=opts.max_queue, batch_wait_ms=opts.batch_wait_ms,
+                     limits=opts.limits)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=opts.graceful_s,
-                            lifespan="on")
+                            lifespan="on", timeout_keep_alive=5)
     _ReadyServer(config).run(sockets=[sock])
+    if app.state.batcher.busy():  # a model call nobody waits for: do not wait for it either
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -246,6 +246,7 @@ def plan(study: Study) -> Plan:
         for method in chain_order(study):
             made[method] = _method_runs(study, model, method, cells, made, sets)
             runs += made[method]
+    _check_distinct_runs(study, runs)
     epochs = {r.id: _eval_epochs(study, r) for r in runs}
     return Plan(study, runs, list(sets.values()), _evaluations(study, runs, epochs), epochs)
 
@@ -261,6 +262,35 @@ def _grid_cells(study: Study) -> list[_Cell]:
             cells.append(_Cell(setting, tuple(names), size, key, left_out,
                                () if setting == "single" else parts))
     return cells
+
+
+def _check_distinct_runs(study: Study, runs: list[RunSpec]) -> None:
+    """Two grid cells that would train the very same run (one run id) are an error: two
+    methods with identical hyperparameters, or two models with the same path."""
+    first: dict[str, RunSpec] = {}
+    clashes: set[str] = set()
+    for r in runs:
+        other = first.setdefault(r.id, r)
+        if other is r:
+            continue
+        if other.method != r.method:
+            clashes.add(f"grid.methods: methods '{other.method}' and '{r.method}' have identical "
+                        "hyperparameters, so they would train the same runs; change one or "
+                        "list it once")
+        elif other.model != r.model:
+            clashes.add(f"models: '{other.model}' and '{r.model}' are the same model (path, "
+                        "revision); list it once")
+        elif set(other.datasets) != set(r.datasets):
+            mine = sorted(set(r.datasets) - set(other.datasets))
+            theirs = sorted(set(other.datasets) - set(r.datasets))
+            clashes.add(f"datasets: '{', '.join(mine)}' reads the same data as "
+                        f"'{', '.join(theirs)}' (same source, fields and filters), so they "
+                        "would train the same runs; list it once")
+        else:
+            clashes.add(f"grid: run {r.id} ({r.model}, {r.method}) appears twice; list each "
+                        "method, size and dataset once")
+    if clashes:
+        raise UserError(sorted(clashes), where=str(study.source_path or "study"))
 
 
 def _data_choices(study: Study):

@@ -262,7 +262,7 @@ class TrainedMethod(MethodBase):
     learning_rate: float = Field(gt=0)
     batch_size: int = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    epochs: int = Field(gt=0)
+    epochs: int = Field(gt=0, le=10_000)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -568,10 +568,16 @@ def load_study(path: str | Path, *, overrides: dict | None = None) -> Study:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"study file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"not UTF-8 text (byte {err.start}); save the study file as UTF-8",
+                        where=str(path)) from None
+    try:
+        node, raw = _compose(text)
+        lines = _key_lines(node) if node is not None else {}
+    except RecursionError:
+        raise UserError("nested too deeply to be a study file", where=str(path)) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -582,6 +588,29 @@ def load_study(path: str | Path, *, overrides: dict | None = None) -> Study:
     if overrides:
         raw = {**raw, **overrides}
     return study_from_dict(raw, source=path, lines=lines)
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses aliases (``*name``) before anything expands them: a few
+    hundred bytes of nested aliases would otherwise expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML alias '*{event.anchor}' is not allowed in a study file "
+                "(write the value out instead)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    """(the document's node tree, its Python value), aliases refused."""
+    loader = _StudyLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def study_from_dict(raw: dict, *, source: Path | None = None, lines: dict | None = None) -> Study:

@@ -17,10 +17,16 @@ PLACEHOLDERS = ("instruction", "response")
 def template_problems(template: str) -> list[str]:
     """Every problem with ``template``, as messages (empty when it is fine)."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)
+                  if f is not None]
     except ValueError as err:
         return [f"cannot parse template: {err} (write literal braces as '{{{{' and '}}}}')"]
-    problems = []
+    fields = [f for f, _, _ in parsed]
+    problems = [f"'{{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}': only plain "
+                f"placeholders like '{{{f}}}' are allowed (no format spec or conversion)"
+                for f, spec, conv in parsed if spec or conv]
+    if problems:
+        return problems
     for name in PLACEHOLDERS:
         if fields.count(name) != 1:
             problems.append(f"must contain '{{{name}}}' exactly once (found {fields.count(name)})")

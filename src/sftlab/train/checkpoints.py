@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,38 @@ def clean_partial(root: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def repair(root: Path, expected: Sequence[int] | None = None, unit: str = "epoch") -> list[int]:
+    """Keep only the unbroken prefix of the ``expected`` checkpoints: one after a missing
+    checkpoint (deleted by hand) is removed, with the done record, so the run trains again
+    (from the start when the last kept one holds no resume state) and ends with every
+    checkpoint on disk. Training is deterministic, so the retrained checkpoints equal the
+    removed ones. Returns the numbers removed. ``expected`` defaults to 1, 2, ... up to
+    the newest present.
+    """
+    present = set(list_epochs(root, unit))
+    expected = list(expected) if expected is not None else list(range(1, max(present, default=0) + 1))
+    kept = 0
+    while kept < len(expected) and expected[kept] in present:
+        kept += 1
+    later = sorted(n for n in present if n in expected[kept:])
+    if not later:
+        return []
+    log.warning("%s: %s %d is missing; removing %s and training them again", root, unit,
+                expected[kept], ", ".join(map(str, later)))
+    (root / DONE_RECORD).unlink(missing_ok=True)
+    for number in later:
+        trash = root / f".trash-{number}-{os.getpid()}"
+        os.replace(epoch_dir(root, number, unit), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return later
+
+
+def complete(root: Path, epochs: int) -> bool:
+    """Whether every epoch 1..``epochs`` has its checkpoint (and the run its done record)."""
+    present = set(list_epochs(root))
+    return (root / DONE_RECORD).is_file() and all(e in present for e in range(1, epochs + 1))
 
 
 def resume_point(root: Path, unit: str = "epoch") -> tuple[int, Path | None]:

@@ -62,6 +62,7 @@ def train_run(study, run, *, progress: bool = True) -> dict:
     from sftlab.study.plan import plan
 
     root = checkpoints.run_dir(study.out_dir, run.id)
+    checkpoints.repair(root, run.checkpoints, run.unit)  # deleted by hand: train again
     done = checkpoints.read_done(root)
     if done is not None and all((root / f"{run.unit}-{n}").is_dir() for n in run.checkpoints):
         return {**done, "skipped": True}
@@ -102,9 +103,10 @@ def train_on_rows(model_path: str, rows: list[dict], cfg: TrainConfig, out_dir: 
 def _train_or_resume(model_path: str, rows: list[dict], cfg: TrainConfig, root: Path,
                      main: bool, progress: bool, record: dict | None,
                      callbacks: list | None) -> dict:
-    done = checkpoints.read_done(root)
-    if done is not None and max(checkpoints.list_epochs(root), default=0) >= cfg.epochs:
-        return {**done, "skipped": True}
+    if main:
+        checkpoints.repair(root)
+    if checkpoints.complete(root, cfg.epochs):
+        return {**checkpoints.read_done(root), "skipped": True}
     last_epoch, resume_from = checkpoints.resume_point(root) if main else _peek_resume(root)
     if 0 < last_epoch < cfg.epochs and resume_from is None:
         log.warning("%s: epoch %d has no optimizer state; training from the start", root, last_epoch)

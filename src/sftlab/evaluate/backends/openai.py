@@ -2,8 +2,9 @@
 
 Base URL and key come from arguments or the environment (``OPENAI_BASE_URL``,
 ``OPENAI_API_KEY``); the key is never written anywhere (provenance records only
-whether one was set). Requests are retried with exponential backoff on 429, 5xx,
-timeouts and connection errors.
+whether one was set). Requests go through :class:`sftlab.httpclient.JSONClient`, the one
+HTTP client and retry policy (429 / 5xx / timeouts / connection errors retried with
+backoff; a total deadline per attempt and a cap on the answer's size).
 
 Log-likelihoods use ``echo=True, logprobs=1, max_tokens=0`` on ``prompt =
 context + continuation``: the server returns the prompt's token log-probabilities
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import time
 from typing import Any
 
 from sftlab.errors import UserError
@@ -30,9 +29,6 @@ from sftlab.models.generation import cut_at_stop
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
 class OpenAIBackend:
     """Completions from an OpenAI-compatible HTTP server."""
 
@@ -40,8 +36,9 @@ class OpenAIBackend:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 120.0, max_retries: int = 6, backoff: float = 1.0,
-                 concurrency: int = 8, transport: Any = None) -> None:
-        import httpx
+                 concurrency: int = 8, transport: Any = None,
+                 max_response_bytes: int | None = None) -> None:
+        from sftlab.httpclient import DEFAULT_MAX_RESPONSE_BYTES, JSONClient
 
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
@@ -51,32 +48,24 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._has_key = bool(key)
         self.max_retries, self.backoff, self.concurrency = max_retries, backoff, concurrency
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
-                                   transport=transport)
+        self.client = JSONClient(self.base_url, headers=headers, timeout=timeout,
+                                 max_retries=max_retries, backoff_base=backoff,
+                                 max_connections=concurrency, transport=transport,
+                                 max_response_bytes=max_response_bytes or
+                                 DEFAULT_MAX_RESPONSE_BYTES, name="openai backend")
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST /completions with retries on transient failures."""
-        import httpx
+        """POST /completions (retried on transient failures by the shared policy)."""
+        from sftlab.httpclient import RequestFailed
 
-        delay = self.backoff
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self.client.post("/completions", json=payload)
-                if resp.status_code not in RETRY_STATUS:
-                    if resp.status_code >= 400:
-                        raise UserError(f"openai backend: {self.base_url}/completions answered "
-                                        f"{resp.status_code}: {resp.text[:300]}")
-                    return resp.json()
-                problem = f"HTTP {resp.status_code}"
-            except (httpx.TimeoutException, httpx.TransportError) as err:
-                problem = type(err).__name__
-            if attempt == self.max_retries:
-                raise UserError(f"openai backend: {self.base_url}/completions failed after "
-                                f"{self.max_retries + 1} attempts ({problem})")
-            log.warning("completions request failed (%s); retrying in %.1fs", problem, delay)
-            time.sleep(delay * (1 + 0.1 * random.random()))
-            delay *= 2
-        raise AssertionError("unreachable")
+        try:
+            data, _ = self.client.post("completions", payload)
+        except RequestFailed as err:
+            raise UserError(f"openai backend: {self.base_url}/completions failed: {err}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"openai backend: {self.base_url}/completions answered JSON that is "
+                            "not an object")
+        return data
 
     def _map(self, fn: Any, items: list[Any]) -> list[Any]:
         from concurrent.futures import ThreadPoolExecutor
