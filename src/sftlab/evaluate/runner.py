@@ -23,8 +23,8 @@ from sftlab.evaluate.tasks.base import Task, TaskContext, TaskOutput, get_task
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "openai")
-SUMMARY_FIELDS = ("task", "shots", "format", "version", "metric", "value", "stderr", "n",
-                  "outcomes")
+SUMMARY_FIELDS = ("task", "shots", "format", "config", "version", "metric", "value", "stderr",
+                  "n", "outcomes")
 
 
 @dataclass
@@ -32,7 +32,8 @@ class TaskRequest:
     """One task to run: name, shot count, format, optional local data and item limit.
 
     ``options`` carries task-specific settings (``n`` samples, ``temperature``,
-    ``max_new_tokens``, a judge's settings for judge tasks).
+    ``max_new_tokens``, a judge's settings for judge tasks); ``config`` names the
+    OpenCompass config (or ``gen`` / ``ppl``; None = the default for the shot count).
     """
 
     task: str
@@ -41,6 +42,7 @@ class TaskRequest:
     data: str | None = None
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None
 
 
 @dataclass
@@ -59,6 +61,7 @@ class EvalResult:
     predictions_path: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None  # the named OpenCompass config the score reproduces
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +110,8 @@ def prepare(tasks: list[TaskRequest], template: str | None,
         try:
             task = get_task(req.task)
             ctx = TaskContext(shots=req.shots, format=req.format, data=req.data, limit=req.limit,
-                              template=template, seed=seed, options=dict(req.options))
+                              template=template, seed=seed, options=dict(req.options),
+                              config=req.config)
             task.preflight(ctx)
             prepared.append((task, ctx))
         except UserError as err:
@@ -145,11 +149,27 @@ def _backend_defaults(backend: str, template: str | None, options: dict | None) 
     return options
 
 
+def config_provenance(ctx: TaskContext) -> dict[str, Any]:
+    """The config an evaluation reproduces, its kind and what sftlab substitutes."""
+    if ctx.config is None:
+        return {"config": None}
+    from sftlab.evaluate.tasks.opencompass import CONFIGS
+
+    cfg = CONFIGS[ctx.config]
+    out: dict[str, Any] = {"config": cfg.name, "config_kind": cfg.kind}
+    if cfg.postprocess:
+        out["postprocess"] = cfg.postprocess
+    if cfg.notes:
+        out["config_notes"] = cfg.notes
+    return out
+
+
 def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
             backend_prov: dict[str, Any], elapsed: float) -> EvalResult:
     path = predictions_path(out_dir, task.name, ctx.shots, ctx.format)
     provenance = {
         "task": task.name, "version": task.version, "format": ctx.format, "shots": ctx.shots,
+        **config_provenance(ctx),
         "seed": ctx.seed, "limit": ctx.limit, "data": ctx.data,
         "use_template": ctx.template is not None, "template": ctx.template,
         "options": ctx.options, "notes": out.notes, "backend": backend_prov,
@@ -159,7 +179,8 @@ def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
     # the file also records the secondary metrics (acc_norm, per-turn ratings, win rate ...)
     write_predictions(path, out.rows, {**provenance, "metrics": out.extra})
     return EvalResult(task.name, ctx.shots, ctx.format, task.version, out.metric, out.value,
-                      out.stderr, out.n, out.outcomes, str(path), provenance, out.extra)
+                      out.stderr, out.n, out.outcomes, str(path), provenance, out.extra,
+                      ctx.config)
 
 
 def evaluate_model(model: str, *, adapter: str | None = None, tasks: list[TaskRequest],
@@ -251,5 +272,6 @@ def score_predictions(request: TaskRequest, predictions: str | Path, *,
     if out_dir is None:
         return EvalResult(task.name, ctx.shots, ctx.format, task.version, out.metric, out.value,
                           out.stderr, out.n, out.outcomes, None,
-                          {"notes": out.notes, **prov}, out.extra)
+                          {"notes": out.notes, **config_provenance(ctx), **prov}, out.extra,
+                          ctx.config)
     return _result(task, ctx, out, Path(out_dir), prov, time.perf_counter() - start)

@@ -92,7 +92,8 @@ def _task_requests(study, evals: list[dict]) -> list:
 
     return [TaskRequest(task=e["task"], shots=e["shots"], format=e["format"],
                         data=study.resolve_path(e["data"]) if e.get("data") else None,
-                        limit=e.get("limit"), options=_task_options(study, e))
+                        limit=e.get("limit"), options=_task_options(study, e),
+                        config=e.get("config"))
             for e in evals]
 
 

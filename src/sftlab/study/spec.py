@@ -206,6 +206,9 @@ class BenchmarkSpec(_Strict):
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
     judge: JudgeSpec | None = None
+    # opencompass format: the OpenCompass config by name, or "gen" / "ppl" (the first config of
+    # that kind for each shot count); None: the reference study's config per shot count
+    config: str | None = None
 
     @field_validator("shots", mode="before")
     @classmethod
@@ -229,6 +232,26 @@ class BenchmarkSpec(_Strict):
         if value not in known:
             raise ValueError(_unknown("value", value, known))
         return value
+
+    @model_validator(mode="after")
+    def _known_config(self) -> BenchmarkSpec:
+        for shots in self.shots:
+            self.config_for(shots)
+        return self
+
+    def config_for(self, shots: int) -> str | None:
+        """The named config this benchmark runs at ``shots`` (None outside opencompass)."""
+        from sftlab.evaluate.tasks.opencompass import FORMAT, resolve_config
+
+        if self.format != FORMAT:
+            if self.config is not None:
+                raise ValueError(f"config {self.config!r} is only chosen in the {FORMAT} "
+                                 f"format, not {self.format}")
+            return None
+        try:
+            return resolve_config(self.task, shots, self.config)
+        except UserError as err:
+            raise ValueError("; ".join(err.problems)) from None
 
 
 class EvaluationSpec(_Strict):

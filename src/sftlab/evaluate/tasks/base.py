@@ -67,6 +67,9 @@ class TaskContext:
     template: str | None = None  # study template with {instruction} and {response}
     seed: int = 1234
     options: dict[str, Any] = field(default_factory=dict)  # task-specific (judge, n samples, ...)
+    # the named OpenCompass config (opencompass format), or "gen" / "ppl"; None = the default
+    # for the shot count. ``Task.check`` replaces it by the resolved name.
+    config: str | None = None
 
 
 @dataclass
@@ -156,6 +159,18 @@ class Task:
                             f"in format {ctx.format} (supported: {choices})")
         if ctx.limit is not None and ctx.limit < 1:
             raise UserError(f"task {self.name}: --limit must be >= 1, got {ctx.limit}")
+        ctx.config = self.resolve_config(ctx)
+
+    def resolve_config(self, ctx: TaskContext) -> str | None:
+        """The named config this evaluation reproduces (opencompass format), else None."""
+        from sftlab.evaluate.tasks.opencompass import FORMAT, resolve_config
+
+        if ctx.format != FORMAT:
+            if ctx.config is not None:
+                raise UserError(f"task {self.name}: a config ({ctx.config!r}) is only chosen "
+                                f"in the {FORMAT} format, not {ctx.format}")
+            return None
+        return resolve_config(self.name, ctx.shots, ctx.config)
 
     def preflight(self, ctx: TaskContext) -> None:
         """Check everything that can be checked before a model is loaded (settings, and for

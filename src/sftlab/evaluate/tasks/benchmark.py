@@ -8,7 +8,7 @@ evaluation items (``--limit`` applied) and the few-shot pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sftlab.errors import UserError
@@ -24,6 +24,7 @@ class Loaded:
     items: list[Item]
     pool: FewshotPool
     eval_path: str
+    all_items: list[Item] = field(default_factory=list)  # the whole evaluation split (no limit)
 
 
 def render_with_template(template: str | None, prompt: str) -> str:
@@ -81,7 +82,7 @@ class BenchmarkTask(Task):
                                f"({splits.fewshot_path})")
         else:
             pool = FewshotPool(all_items, from_eval=True, source=splits.eval_path)
-        return Loaded(items, pool, splits.eval_path)
+        return Loaded(items, pool, splits.eval_path, all_items)
 
     def build(self, ctx: TaskContext) -> tuple[Loaded, list[Any]]:
         """Items and their queries for ``ctx``, built once (``preflight`` builds them before
