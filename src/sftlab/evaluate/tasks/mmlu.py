@@ -101,7 +101,7 @@ class MMLU(ChoiceTask):
         if fmt == "opencompass":
             head = f"The following are multiple choice questions (with answers) about  {subject}.\n\n"
             ices = [_question_block(s.doc, False) + f" {LETTERS[answer_of(s.doc)]}\n" for s in shots]
-            block = "\n".join(ices) + "\n" if ices else ""
+            block = "\n".join(ices) + "\n"  # 0-shot: the config with no examples, as rendered
             context = head + block + _question_block(item.doc, False)
         else:
             head = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
