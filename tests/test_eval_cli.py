@@ -9,7 +9,8 @@ from eval_fixtures import write_benchmarks
 
 from sftlab.cli import main
 
-FIELDS = ["task", "shots", "format", "version", "metric", "value", "stderr", "n", "outcomes"]
+FIELDS = ["task", "shots", "format", "config", "version", "metric", "value", "stderr", "n",
+          "outcomes"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_eval_loglikelihood_and_generation_tasks(tiny_llama, data, tmp_path, cap
     assert {"item_id", "prompt_hash", "prompt", "output", "extracted", "correct", "score",
             "outcome"} <= set(rows[0])
     prov = json.loads((out / "boolq-1shot-lm-eval.provenance.json").read_text())
-    assert prov["version"] == "1" and prov["backend"]["dtype"] == "float32"
+    assert prov["version"] == "2" and prov["backend"]["dtype"] == "float32"
+    assert prov["config"] is None and all(r["config"] is None for r in results)  # lm-eval
     assert prov["versions"]["transformers"] and prov["seed"] == 1234
     assert prov["notes"]["fewshot_source"].startswith("train split")
 
@@ -48,9 +50,10 @@ def test_eval_loglikelihood_and_generation_tasks(tiny_llama, data, tmp_path, cap
 def test_eval_with_template_is_recorded(tiny_llama, data, tmp_path, capsys):
     tpl = "###Question: {instruction}\n\n###Answer: {response}"
     run_json(capsys, ["eval", "--model", str(tiny_llama), "--task", "mmlu:0", "--data", str(data),
-                      "--out", str(tmp_path), "--template", tpl, "--json"])
+                      "--out", str(tmp_path), "--template", tpl, "--config", "ppl", "--json"])
     prov = json.loads((tmp_path / "mmlu-0shot-opencompass.provenance.json").read_text())
     assert prov["use_template"] is True and prov["template"] == tpl
+    assert prov["config"] == "mmlu_ppl_ac766d" and prov["config_kind"] == "ppl"
     row = json.loads((tmp_path / "mmlu-0shot-opencompass.jsonl").read_text().splitlines()[0])
     assert row["prompt"].startswith("###Question: The following") and row["output"] in "ABCD"
 

@@ -314,3 +314,16 @@ def test_wheel_found_in_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTLAB_OC_WHEEL", "")
     monkeypatch.setenv("SFTLAB_CACHE", str(tmp_path))
     assert oc_reference.wheel_dir() == cache / "unpacked"
+
+
+def test_sftlab_prompts_command_is_byte_identical(oc, capsys):
+    """``sftlab prompts --json`` prints OpenCompass's own prompts."""
+    from sftlab.cli import main
+
+    assert main(["prompts", "--task", "boolq:0", "--data", str(shared("boolq_dev_parsed.jsonl")),
+                 "--limit", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["prompts"]
+    infer = oc.config("SuperGLUE_BoolQ/SuperGLUE_BoolQ_gen_883d50.py")["BoolQ_infer_cfg"]
+    test = [boolq_row(r) for r in _jsonl(shared("boolq_dev_parsed.jsonl"))[:3]]
+    assert [r["prompt"] for r in rows] == [oc.render_gen(infer, test, i, output_column="label")
+                                           for i in range(3)]
