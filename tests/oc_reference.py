@@ -31,6 +31,13 @@ STUBBED = ("mmengine", "torch", "datasets", "tqdm", "transformers", "numpy", "sy
            "math_verify")
 
 
+# OpenCompass modules executed from the wheel when imported; every other one is a stub.
+LOADABLE = ("opencompass.utils.prompt", "opencompass.utils.types",
+            "opencompass.openicl.icl_prompt_template", "opencompass.utils.text_postprocessors",
+            "opencompass.utils.code_execution", "opencompass.datasets.mbpp",
+            "opencompass.datasets.humaneval", "opencompass.datasets.math")
+
+
 class _Anything:
     """A stand-in for any stubbed name: attributes, calls and decorators all work."""
 
@@ -99,6 +106,11 @@ class OpenCompass:
         self.post = self._load("opencompass.utils.text_postprocessors")
         self.parser_cls = self._class_from("opencompass/models/base.py", "LMTemplateParser")
 
+    def module(self, name: str) -> ModuleType:
+        """One of the :data:`LOADABLE` modules (e.g. ``opencompass.datasets.mbpp``)."""
+        assert name in LOADABLE, name
+        return self._load(name)
+
     # ------------------------------------------------------------ loading
 
     def _import(self, name: str, globals_=None, locals_=None, fromlist=(), level=0):
@@ -118,9 +130,7 @@ class OpenCompass:
             if name in self._mods:
                 return self._mods[name]
             path = self.root / (name.replace(".", "/") + ".py")
-            if name in ("opencompass.utils.prompt", "opencompass.utils.types",
-                        "opencompass.openicl.icl_prompt_template",
-                        "opencompass.utils.text_postprocessors") and path.is_file():
+            if name in LOADABLE and path.is_file():
                 return self._load(name)
             return _Anything(name)
         return builtins.__import__(name, globals_, locals_, fromlist, level)

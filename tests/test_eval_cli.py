@@ -101,8 +101,16 @@ def test_score_replay(data, tmp_path, capsys):
 EIGHT = ["math", "gsm8k", "mbpp", "humaneval", "hellaswag", "nq_open", "boolq", "mmlu"]
 
 
-def gold_outputs(task: str) -> list[dict]:
-    """Reference answers of the fixture items, as a model would have written them."""
+def gold_outputs(task: str, fmt: str = "lm-eval") -> list[dict]:
+    """Reference answers of the fixture items, as a model would have written them (the
+    opencompass format's multiple-choice configs are generative: a letter)."""
+    lettered = {"hellaswag": [(0, "A"), (1, "The answer is B.")], "boolq": [(0, "A"), (1, "B")],
+                # OpenCompass left-strips the completion: a whole fenced function, as chat
+                # models write it
+                "humaneval": [("HumanEval/0", "```python\ndef inc(x):\n    return x + 1\n```"),
+                              ("HumanEval/1", "```python\ndef sq(x):\n    return x * x\n```")]}
+    if fmt == "opencompass" and task in lettered:
+        return [{"id": i, "output": text} for i, text in lettered[task]]
     golds = {
         "math": [("test/algebra/1.json", "So $1+1=\\boxed{2}$."),
                  ("test/algebra/2.json", "The answer is $\\boxed{\\frac{1}{2}}$.")],
@@ -121,10 +129,10 @@ def gold_outputs(task: str) -> list[dict]:
 @pytest.mark.parametrize("task", EIGHT)
 def test_score_gold_answers_of_every_task_in_both_formats(task, fmt, data, tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
-    preds.write_text("".join(json.dumps(r) + "\n" for r in gold_outputs(task)))
+    preds.write_text("".join(json.dumps(r) + "\n" for r in gold_outputs(task, fmt)))
     [r] = run_json(capsys, ["score", "--task", task, "--data", str(data), "--predictions",
                             str(preds), "--format", fmt, "--json"])["results"]
-    assert (r["task"], r["format"], r["n"]) == (task, fmt, len(gold_outputs(task)))
+    assert (r["task"], r["format"], r["n"]) == (task, fmt, len(gold_outputs(task, fmt)))
     assert r["value"] == 100.0 and r["outcomes"] == {"pass": r["n"]}, r
 
 
@@ -171,7 +179,7 @@ def test_human_output_shows_progress_secondary_metrics_and_fewshot_source(
     single = tmp_path / "nq_open_dev.jsonl"  # a single file: no few-shot split
     single.write_text((data / "nq_open_dev.jsonl").read_text())
     assert main(["eval", "--model", str(tiny_llama), "--data", str(data), "--task", "mmlu:0",
-                 "--out", str(tmp_path / "a")]) == 0
+                 "--config", "ppl", "--out", str(tmp_path / "a")]) == 0
     first = capsys.readouterr()
     assert main(["eval", "--model", str(tiny_llama), "--data", str(single), "--task", "nq_open:1",
                  "--max-new-tokens", "4", "--out", str(tmp_path / "b")]) == 0

@@ -133,7 +133,7 @@ def test_choices_and_stops(data):
     _, _, [q, *_] = first_query("hellaswag", 0, "lm-eval", data)
     assert q.mode == "sum" and q.choices[3] == " sings. loudly."
     _, _, [q, *_] = first_query("mbpp", 3, "opencompass", data)
-    assert q.stop == ("[DONE]",) and q.prompt.count("[DONE]") == 3
+    assert q.stop == () and q.prompt.count("[DONE]") == 3  # OpenCompass: no stop string
     _, _, [q, *_] = first_query("humaneval", 0, "lm-eval", data)
     assert q.stop == ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
     _, _, [q, *_] = first_query("nq_open", 0, "opencompass", data)
@@ -271,7 +271,8 @@ def test_nq_scoring(data, fmt):
 
 @pytest.mark.parametrize("fmt", ["opencompass", "lm-eval"])
 def test_code_scoring_runs_the_tests(data, fmt):
-    good = " 'def double(x):\n    return x * 2' \n" if fmt == "opencompass" else "def double(x):\n    return x * 2\n"
+    good = (" 'def double(x):\n    return x * 2' \n[DONE] \n\n" if fmt == "opencompass"  # no stop: runs on
+            else "def double(x):\n    return x * 2\n")
     task, ctx, outputs = gen_outputs("mbpp", fmt, data, [good, "def neg(x):\n    return x\n"])
     out = task.run(FakeBackend(outputs=outputs), ctx)
     assert [r["outcome"] for r in out.rows] == ["pass", "fail"]

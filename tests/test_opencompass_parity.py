@@ -327,3 +327,113 @@ def test_sftlab_prompts_command_is_byte_identical(oc, capsys):
     test = [boolq_row(r) for r in _jsonl(shared("boolq_dev_parsed.jsonl"))[:3]]
     assert [r["prompt"] for r in rows] == [oc.render_gen(infer, test, i, output_column="label")
                                            for i in range(3)]
+
+
+# ---------------------------------------------------------------- code scorers
+
+MBPP_OUTPUTS = [
+    " 'def f(x):\n    return 2 * x' \n[DONE] \n\n",
+    # runaway: the model invents the next task; OpenCompass extracts that task's code
+    " 'def f(x):\n    return 2 * x' \n[DONE] \n\n You are an expert Python programmer, and here "
+    "is your task: Write g. Your code should pass these tests:\n\n assert g(1) == 1  \n\n"
+    "[BEGIN]\n 'def g(x):\n    return x' \n[DONE] \n\n",
+    "```python\ndef f(x):\n    return x + x\n```\nThat is all.",
+    "def f(x):\n    return x*2\n[DONE]",
+    "'def f(x):\\_return 2*x'",
+    "no code at all",
+    "",
+]
+
+
+def test_mbpp_extraction_and_tests_match_opencompass(oc):
+    from sftlab.evaluate.tasks.mbpp import oc_extract, type_aware_tests
+
+    mbpp = oc.module("opencompass.datasets.mbpp")
+    evaluator = mbpp.MBPPEvaluator.__new__(mbpp.MBPPEvaluator)
+    for text in MBPP_OUTPUTS:
+        assert oc_extract(text) == evaluator._process_answer(text), text
+    rows = _jsonl(shared("mbpp.jsonl"))[10:40]
+    for row in rows:
+        assert type_aware_tests(row["test_list"]) == \
+            oc.module("opencompass.utils.code_execution").make_assertions_type_aware(
+                "\n".join(row["test_list"]))
+
+
+def test_type_aware_equality_matches_opencompass(oc):
+    from sftlab.evaluate.tasks.mbpp import _TYPE_AWARE_SOURCE, TYPE_AWARE_EQUAL
+
+    ns: dict = {}
+    exec(_TYPE_AWARE_SOURCE, ns)  # noqa: S102
+    ours_eq = ns[TYPE_AWARE_EQUAL]
+    theirs = oc.module("opencompass.utils.code_execution").type_aware_equal
+
+    class Liar:
+        def __eq__(self, other):
+            return True
+
+    cases = [(1, 1), (1, 1.0), (True, 1), ([1, 2], [1, 2]), ([1, 2], (1, 2)), ((1, [2]), (1, [2.0])),
+             ({"a": 1}, {"a": 1}), ({"a": 1}, {"a": 1.0}), ({1, 2}, {2, 1}), ({1}, {1.0}),
+             (frozenset([1]), {1}), ("ab", "ab"), (None, None), (Liar(), 3), (Liar(), Liar()),
+             (float("nan"), float("nan")), ([], []), ({1: [1]}, {1: [1]})]
+    for a, b in cases:
+        assert ours_eq(a, b) == theirs(a, b), (a, b)
+
+
+def test_mbpp_and_humaneval_verdicts_quirks_included(oc, fixtures):
+    """Per-item verdicts in the opencompass format on realistic and adversarial outputs:
+    a runaway MBPP generation scores the invented task's code; an unfenced HumanEval body
+    is left-stripped into a top-level return and fails (as OpenCompass 0.5.4)."""
+    he = oc.module("opencompass.datasets.humaneval")
+    from sftlab.evaluate.tasks.humaneval import oc_completion
+
+    for text in ("    return x + 1\n", "```python\ndef inc(x):\n    return x + 1\n```",
+                 "Here:\n```\n    return x\n```\nmore ```py\nx\n```", "", "\n\n  return 1"):
+        assert oc_completion(text) == he.humaneval_postprocess_v2(text)
+    task = get_task("humaneval")
+    ctx = TaskContext(shots=0, data=str(fixtures))
+    out = task.replay({"HumanEval/0": ["    return x + 1\n"],
+                       "HumanEval/1": ["```python\ndef sq(x):\n    return x * x\n```"]}, ctx)
+    assert [r["outcome"] for r in out.rows][0] != "pass"  # unfenced body: fails, as OpenCompass
+    task = get_task("mbpp")
+    ctx = TaskContext(shots=3, data=str(fixtures))
+    runaway = (" 'def double(x):\n    return 2 * x' \n[DONE] \n\n You are an expert Python "
+               "programmer, and here is your task: ... \n\n[BEGIN]\n 'def double(x):\n    return x' "
+               "\n[DONE] \n\n")
+    out = task.replay({"11": [runaway], "12": [" 'def neg(x):\n    return -x' \n[DONE] \n"]}, ctx)
+    assert [r["outcome"] for r in out.rows] == ["fail", "pass"]
+    assert out.rows[0]["extracted"] == "def double(x):\n    return x"
+
+
+MATH_CASES = [  # (model output, reference solution)
+    ("So the answer is $\\boxed{0.5}$.", "Thus $\\boxed{\\frac12}$."),
+    ("$\\boxed{\\frac{1}{2}}$", "Thus $\\boxed{\\frac12}$."),
+    ("The final answer is $\\boxed{1+2x}$", "So $\\boxed{2x+1}$."),
+    ("\\boxed{2x+1}", "So $\\boxed{2x+1}$."),
+    ("The answer is 1,234.", "We get $\\boxed{1234}$."),
+    ("\\boxed{10\\%}", "$\\boxed{10}$"), ("\\boxed{\\dfrac{3}{4}}", "$\\boxed{\\frac{3}{4}}$"),
+    ("\\boxed{3/4}", "$\\boxed{\\frac34}$"), ("\\boxed{5 \\text{ cm}}", "$\\boxed{5}$"),
+    ("\\boxed{x=3}", "$\\boxed{3}$"), ("\\boxed{\\sqrt2}", "$\\boxed{\\sqrt{2}}$"),
+    ("\\boxed{(1,2)}", "$\\boxed{(1, 2)}$"), ("\\boxed{\\{1\\}}", "$\\boxed{1}$"),
+    ("no boxed answer here. final answer: 7", "$\\boxed{7}$"), ("", "$\\boxed{7}$"),
+    ("\\boxed{3.0}", "$\\boxed{3}$"), ("\\boxed{\\infty}", "$\\boxed{infinity}$"),
+    ("\\fbox{4}", "$\\boxed{4}$"), ("\\boxed{1/x}", "$\\boxed{\\frac{1}{x}}$"),
+]
+
+
+def test_math_v2_verdicts_match_opencompass(oc, fixtures):
+    from sftlab.evaluate.tasks.oc_math import boxed_answer, is_equiv_v2, math_postprocess_v2
+
+    m = oc.module("opencompass.datasets.math")
+    evaluator = m.MATHEvaluator.__new__(m.MATHEvaluator)
+    evaluator.version = "v2"
+    for output, solution in MATH_CASES:
+        pred, gold = math_postprocess_v2(output), boxed_answer(solution)
+        assert pred == m.math_postprocess_v2(output), output
+        assert gold == m.extract_boxed_answer(solution), solution
+        assert is_equiv_v2(pred, gold) == evaluator.is_equiv(pred, gold), (output, solution)
+    task = get_task("math")
+    ctx = TaskContext(shots=0, data=str(fixtures))
+    out = task.replay({"test/algebra/1.json": ["So $1+1=\\boxed{2}$."],
+                       "test/algebra/2.json": ["$\\boxed{0.5}$"]}, ctx)
+    assert [r["correct"] for r in out.rows] == [True, False]  # v2: 0.5 is not \frac{1}{2}
+    assert out.extra["math_verify"] == 100.0 and out.value == 50.0

@@ -91,10 +91,10 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 
 for _spec in (
-    TaskSpec("math", "1", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
+    TaskSpec("math", "2", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
     TaskSpec("gsm8k", "2", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
-    TaskSpec("mbpp", "1", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
-    TaskSpec("humaneval", "1", "humaneval:HumanEval", category="Coding"),
+    TaskSpec("mbpp", "2", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
+    TaskSpec("humaneval", "2", "humaneval:HumanEval", category="Coding"),
     TaskSpec("hellaswag", "2", "hellaswag:HellaSwag", paper_shots=(0, 10), category="Knowledge",
              smoke=True),
     TaskSpec("nq_open", "2", "nq_open:NQOpen", paper_shots=(0, 1, 5, 25), category="Knowledge",
