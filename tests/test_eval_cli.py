@@ -54,6 +54,7 @@ def test_eval_with_template_is_recorded(tiny_llama, data, tmp_path, capsys):
     prov = json.loads((tmp_path / "mmlu-0shot-opencompass.provenance.json").read_text())
     assert prov["use_template"] is True and prov["template"] == tpl
     assert prov["config"] == "mmlu_ppl_ac766d" and prov["config_kind"] == "ppl"
+    assert prov["template_mode"] == "instruction"
     row = json.loads((tmp_path / "mmlu-0shot-opencompass.jsonl").read_text().splitlines()[0])
     assert row["prompt"].startswith("###Question: The following") and row["output"] in "ABCD"
 

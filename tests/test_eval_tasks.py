@@ -334,3 +334,20 @@ def test_config_choice_is_checked(data):
     ctx = TaskContext(shots=0, data=str(data), config="ppl")
     get_task("hellaswag").build(ctx)
     assert ctx.config == "hellaswag_ppl_47bff9"
+
+
+def test_template_mode_rounds_wraps_each_round(data):
+    tpl = "###Question: {instruction}\n\n###Answer: {response}"
+    _, _, [q, *_] = first_query("nq_open", 1, "opencompass", data, template=tpl,
+                                template_mode="rounds")
+    assert q.prompt == ("###Question: Q: who wrote hamlet?\n\n###Answer: A: William Shakespeare.\n"
+                        "\n###Question: Q: what color is the sky?\n\n###Answer: ")
+    _, _, [q, *_] = first_query("nq_open", 1, "opencompass", data, template=tpl)  # instruction
+    assert q.prompt == ("###Question: Q: who wrote hamlet?\nA: William Shakespeare.\n\n"
+                        "Q: what color is the sky?\nA:\n\n###Answer: ")
+    _, _, [q, *_] = first_query("nq_open", 1, "lm-eval", data, template=tpl, template_mode="rounds")
+    assert q.prompt.startswith("###Question: Answer these questions:")  # no rounds in lm-eval
+    with pytest.raises(UserError, match="template_mode rounds covers the generative configs"):
+        first_query("mmlu", 0, "opencompass:ppl", data, template=tpl, template_mode="rounds")
+    with pytest.raises(UserError, match="unknown template mode 'chat'"):
+        first_query("mmlu", 0, "opencompass", data, template=tpl, template_mode="chat")

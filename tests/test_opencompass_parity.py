@@ -437,3 +437,69 @@ def test_math_v2_verdicts_match_opencompass(oc, fixtures):
                        "test/algebra/2.json": ["$\\boxed{0.5}$"]}, ctx)
     assert [r["correct"] for r in out.rows] == [True, False]  # v2: 0.5 is not \frac{1}{2}
     assert out.extra["math_verify"] == 100.0 and out.value == 50.0
+
+
+# ---------------------------------------------------------------- template_mode: rounds
+
+PAPER_TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
+
+
+def test_rounds_mode_is_opencompass_with_the_template_as_meta_template(oc, tmp_path, mmlu_dir):
+    """With ``template_mode: rounds`` the prompt is what OpenCompass's LMTemplateParser gives
+    with the study template as the model's meta template (HUMAN / BOT begin and end)."""
+    from sftlab.evaluate.tasks.opencompass import MetaTemplate
+
+    meta = MetaTemplate.from_template(PAPER_TEMPLATE).as_opencompass()
+
+    def rounds(task, shots, data, limit=2):
+        t = get_task(task)
+        ctx = TaskContext(shots=shots, data=str(data), limit=limit, template=PAPER_TEMPLATE,
+                          template_mode="rounds")
+        return t.build(ctx)
+
+    # NQ 1-shot: the example of OPENCOMPASS.md
+    rows = _jsonl(shared("nq_open_dev.jsonl"))
+    (tmp_path / "nq_open_train.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "nq_open_validation.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    loaded, queries = rounds("nq_open", 1, tmp_path)
+    infer = {d["abbr"]: d for d in oc.config("nq/nq_open_gen_e93f8a.py")["nq_datasets"]}[
+        "nq_open_1shot"]["infer_cfg"]
+    expected = oc.render_gen(infer, [{"question": rows[1]["question"], "answer": ""}], 0,
+                             train=[{"question": rows[0]["question"], "answer": rows[0]["answer"][0]}],
+                             output_column="answer", meta_template=meta)
+    assert queries[0].prompt == expected == (
+        f"###Question: Q: {rows[0]['question']}?\n\n###Answer: A: {rows[0]['answer'][0]}.\n\n"
+        f"###Question: Q: {rows[1]['question']}?\n\n###Answer: ")
+    # MMLU 0 and 5-shot, BoolQ 5-shot, HellaSwag 10-shot, GSM8K 4-shot, MBPP 3-shot
+    subject = "abstract_algebra"
+    test, dev = mmlu_rows(mmlu_dir / "mmlu_test.csv", subject), mmlu_rows(mmlu_dir / "mmlu_dev.csv", subject)
+    for shots, name in ((0, "mmlu/mmlu_zero_shot_gen_47e2c0.py"), (5, "mmlu/mmlu_gen_4d595a.py")):
+        infer = {d["abbr"]: d for d in oc.config(name)["mmlu_datasets"]}[
+            f"lukaemon_mmlu_{subject}"]["infer_cfg"]
+        _, queries = rounds("mmlu", shots, mmlu_dir)
+        assert queries[0].prompt == oc.render_gen(infer, test, 0, train=dev, output_column="target",
+                                                  meta_template=meta)
+    infer = oc.config("SuperGLUE_BoolQ/SuperGLUE_BoolQ_few_shot_gen_ba58ea.py")["BoolQ_infer_cfg"]
+    loaded, queries = rounds("boolq", 5, shared("boolq_dev_parsed.jsonl"))
+    test = [boolq_row(it.doc) for it in loaded.all_items]
+    assert queries[1].prompt == oc.render_gen(infer, test, 1, output_column="label",
+                                              meta_template=meta)
+    infer = oc.config("hellaswag/hellaswag_10shot_gen_e42710.py")["hellaswag_infer_cfg"]
+    data = hellaswag_split(tmp_path / "hs")
+    loaded, queries = rounds("hellaswag", 10, data)
+    train = [dict(hs_row(r, 1), label="ABCD"[int(r["label"])])
+             for r in _jsonl(data / "hellaswag_train.jsonl")]
+    test = [dict(hs_row(it.doc, 1), label="ABCD"[int(it.doc["label"])]) for it in loaded.items]
+    assert queries[0].prompt == oc.render_gen(infer, test, 0, train=train, output_column="label",
+                                              meta_template=meta)
+    infer = oc.config("gsm8k/gsm8k_gen_1d7fe4.py")["gsm8k_infer_cfg"]
+    loaded, queries = rounds("gsm8k", 4, shared("gsm8k_test.jsonl"))
+    assert queries[0].prompt == oc.render_gen(
+        infer, [{"question": it.doc["question"], "answer": ""} for it in loaded.items], 0,
+        output_column="answer", meta_template=meta)
+    infer = oc.config("mbpp/mbpp_gen_830460.py")["mbpp_infer_cfg"]
+    loaded, queries = rounds("mbpp", 3, shared("mbpp.jsonl"))
+    test = [{"text": it.doc["text"], "test_list": "\n".join(it.doc["test_list"]), "test_list_2": ""}
+            for it in loaded.items]
+    assert queries[0].prompt == oc.render_gen(infer, test, 0, output_column="test_list_2",
+                                              meta_template=meta)

@@ -202,3 +202,18 @@ def test_bad_config_names_its_key():
     bad["evaluation"]["benchmarks"][1].update(config="ppl", format="lm-eval")
     with pytest.raises((UserError, ValueError), match="only chosen in the opencompass format"):
         study_from_dict(bad)
+
+
+def test_template_mode_is_part_of_the_eval_id():
+    base = make_study(1, 1, (5,), ("full",), ("single",))
+    rounds = copy.deepcopy(base)
+    rounds["evaluation"]["template_mode"] = "rounds"
+    a = {e.id for e in plan(study_from_dict(base)).evaluations}
+    b = {e.id for e in plan(study_from_dict(rounds)).evaluations}
+    assert not a & b
+    off = copy.deepcopy(rounds)
+    off["evaluation"]["use_template"] = False  # no template: the mode changes nothing
+    off_base = copy.deepcopy(base)
+    off_base["evaluation"]["use_template"] = False
+    assert {e.id for e in plan(study_from_dict(off)).evaluations} == \
+        {e.id for e in plan(study_from_dict(off_base)).evaluations}

@@ -55,6 +55,10 @@ def test_out_file_and_study_settings(data, tmp_path, capsys):
     assert out["config"] == "SuperGLUE_BoolQ_ppl_314b96" and len(out["prompts"]) == 1
     assert out["prompts"][0]["prompt"] == (
         "###Question: Grass is green.\nQuestion: is grass green?\n\n###Answer: ")
+    rounds = prompts(capsys, ["--task", "nq_open:1", "--data", str(data), "--study", str(path),
+                              "--template-mode", "rounds", "--limit", "1"])
+    assert rounds["template_mode"] == "rounds"
+    assert rounds["prompts"][0]["prompt"].endswith("?\n\n###Answer: ")
     target = tmp_path / "p.jsonl"
     assert main(["prompts", "--task", "nq_open:1", "--data", str(data), "--out", str(target)]) == 0
     rows = [json.loads(line) for line in target.read_text().splitlines()]

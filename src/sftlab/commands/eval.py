@@ -176,6 +176,9 @@ def _task_help() -> str:
 
 
 TASK_HELP = _task_help()
+TEMPLATE_MODE_HELP = ("With --template: instruction (the whole prompt is the {instruction}) or "
+                      "rounds (opencompass format: each round wrapped as HUMAN / BOT, "
+                      "OpenCompass's meta template; generation starts after the BOT cue).")
 CONFIG_HELP = ("opencompass format: the OpenCompass config to reproduce, by name (e.g. "
                "hellaswag_ppl_47bff9), or gen / ppl (the first such config for the shot count); "
                "default: the reference study's config per (task, shots), see the README.")
@@ -196,6 +199,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("hf", "--backend", help="hf, vllm or openai."),
         out: Path | None = typer.Option(None, "--out", help="Folder for predictions (default: sftlab-eval/<model name>)."),
         template: str | None = typer.Option(None, "--template", help="Study template with {instruction} and {response}: the task prompt becomes the instruction."),
+        template_mode: str = typer.Option("instruction", "--template-mode", help=TEMPLATE_MODE_HELP),
         seed: int = typer.Option(1234, "--seed", help="Seed for sampling."),
         n: int = typer.Option(1, "--n", help="Samples per item for generation tasks (pass@k)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
@@ -237,5 +241,5 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size, device=device, dtype=dtype,
                                  backend_options=backend_options(backend, base_url, api_key_env,
                                                                  max_batch_tokens),
-                                 progress=not as_json)
+                                 progress=not as_json, template_mode=template_mode)
         print_results(results, as_json)

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from sftlab.commands.eval import CONFIG_HELP
+from sftlab.commands.eval import CONFIG_HELP, TEMPLATE_MODE_HELP
 from sftlab.errors import UserError
 
 
@@ -48,13 +48,15 @@ def _from_study(path: Path, name: str, shots: int | None) -> tuple[dict[str, Any
     study = load_study(path)
     ev = study.evaluation
     template = study.template if ev.use_template else None
+    mode = ev.template_mode
     for bench in ev.benchmarks:
         if bench.task == name and (shots is None or shots in bench.shots):
             return ({"format": bench.format, "config": bench.config,
                      "data": study.resolve_path(bench.data) if bench.data else None,
                      "limit": bench.limit, "max_new_tokens": bench.max_new_tokens,
-                     "shots": shots if shots is not None else bench.shots[0]}, template)
-    return {}, template
+                     "shots": shots if shots is not None else bench.shots[0],
+                     "template_mode": mode}, template)
+    return {"template_mode": mode}, template
 
 
 def register(app: typer.Typer) -> None:
@@ -69,12 +71,13 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, "--limit", help="Only the first N items."),
         study: Path | None = typer.Option(None, "--study", help="A study YAML: its template (when use_template) and its benchmark settings for this task."),
         template: str | None = typer.Option(None, "--template", help="Study template with {instruction} and {response} (overrides --study's)."),
+        template_mode: str | None = typer.Option(None, "--template-mode", help=TEMPLATE_MODE_HELP),
         out: Path | None = typer.Option(None, "--out", help="Write the rows as JSONL to this file."),
         as_json: bool = typer.Option(False, "--json", help="Print {\"prompts\": [...]} as JSON."),
     ) -> None:
         """Print exactly what a backend would receive for each item of a task."""
         from sftlab.commands.eval import parse_task_spec
-        from sftlab.evaluate.runner import TaskRequest, prepare
+        from sftlab.evaluate.runner import TaskRequest, prepare, template_mode_of
         from sftlab.evaluate.tasks.base import get_task
 
         name, shots = parse_task_spec(task)
@@ -95,7 +98,8 @@ def register(app: typer.Typer) -> None:
                               data or settings.get("data"),
                               limit if limit is not None else settings.get("limit"), options,
                               config or settings.get("config"))
-        [(the_task, ctx)] = prepare([request], template, seed=1234)
+        mode = template_mode or settings.get("template_mode") or "instruction"
+        [(the_task, ctx)] = prepare([request], template, seed=1234, template_mode=mode)
         rows = prompt_rows(the_task, ctx)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,9 @@ def register(app: typer.Typer) -> None:
                            encoding="utf-8")
         if as_json:
             print(json.dumps({"task": name, "shots": k, "format": ctx.format,
-                              "config": ctx.config, "prompts": rows}, ensure_ascii=False))
+                              "config": ctx.config,
+                              "template_mode": template_mode_of(ctx), "prompts": rows},
+                             ensure_ascii=False))
         elif out is None:
             for row in rows:
                 sys.stdout.write(f"=== {row['id']}\n{row['prompt']}\n")

@@ -101,8 +101,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def prepare(tasks: list[TaskRequest], template: str | None,
-            seed: int) -> list[tuple[Task, TaskContext]]:
+def prepare(tasks: list[TaskRequest], template: str | None, seed: int,
+            template_mode: str = "instruction") -> list[tuple[Task, TaskContext]]:
     """Resolve and check every task, its data included, before any model is loaded
     (all problems at once)."""
     prepared, problems = [], []
@@ -111,7 +111,7 @@ def prepare(tasks: list[TaskRequest], template: str | None,
             task = get_task(req.task)
             ctx = TaskContext(shots=req.shots, format=req.format, data=req.data, limit=req.limit,
                               template=template, seed=seed, options=dict(req.options),
-                              config=req.config)
+                              config=req.config, template_mode=template_mode)
             task.preflight(ctx)
             prepared.append((task, ctx))
         except UserError as err:
@@ -149,6 +149,14 @@ def _backend_defaults(backend: str, template: str | None, options: dict | None) 
     return options
 
 
+def template_mode_of(ctx: TaskContext) -> str | None:
+    """How the study template wrapped the prompts (None without one); ``rounds`` applies to
+    the opencompass format, other formats are wrapped as the instruction."""
+    if ctx.template is None:
+        return None
+    return ctx.template_mode if ctx.format == "opencompass" else "instruction"
+
+
 def config_provenance(ctx: TaskContext) -> dict[str, Any]:
     """The config an evaluation reproduces, its kind and what sftlab substitutes."""
     if ctx.config is None:
@@ -172,6 +180,7 @@ def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
         **config_provenance(ctx),
         "seed": ctx.seed, "limit": ctx.limit, "data": ctx.data,
         "use_template": ctx.template is not None, "template": ctx.template,
+        "template_mode": template_mode_of(ctx),
         "options": ctx.options, "notes": out.notes, "backend": backend_prov,
         "versions": _versions(), "elapsed_s": round(elapsed, 3),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -187,9 +196,9 @@ def evaluate_model(model: str, *, adapter: str | None = None, tasks: list[TaskRe
                    backend: str = "hf", out_dir: Path, template: str | None = None,
                    seed: int = 1234, batch_size: int | None = None, device: str | None = None,
                    dtype: str | None = None, backend_options: dict | None = None,
-                   progress: bool = True) -> list[EvalResult]:
+                   progress: bool = True, template_mode: str = "instruction") -> list[EvalResult]:
     """Load ``model`` once and run every task on it; write predictions under ``out_dir``."""
-    prepared = prepare(tasks, template, seed)
+    prepared = prepare(tasks, template, seed, template_mode)
     start = time.perf_counter()
     if progress:
         log.info("loading %s (%s backend) ...", model, backend)
@@ -220,14 +229,14 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
                       backend: str = "hf", out_dir: Path, template: str | None = None,
                       seed: int = 1234, batch_size: int | None = None, device: str | None = None,
                       dtype: str | None = None, backend_options: dict | None = None,
-                      ) -> dict[str, list[EvalResult]]:
+                      template_mode: str = "instruction") -> dict[str, list[EvalResult]]:
     """Evaluate several PEFT adapters of one base ``model`` (name -> adapter folder; None =
     the base model itself) on the same tasks; predictions go to ``out_dir/<name>/``.
 
     With the ``vllm`` backend one engine serves the base weights and every adapter is a
     LoRA request on it (``set_adapter``); other backends load base + adapter per entry.
     """
-    prepared = prepare(tasks, template, seed)
+    prepared = prepare(tasks, template, seed, template_mode)
     options = _backend_defaults(backend, template, backend_options)
     shared = None
     if backend == "vllm":
@@ -253,11 +262,11 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
 
 def score_predictions(request: TaskRequest, predictions: str | Path, *,
                       out_dir: Path | None = None, template: str | None = None,
-                      seed: int = 1234) -> EvalResult:
+                      seed: int = 1234, template_mode: str = "instruction") -> EvalResult:
     """Score outputs produced elsewhere (``sftlab score``)."""
     from sftlab.evaluate.backends.replay import load_outputs
 
-    [(task, ctx)] = prepare([request], template, seed)
+    [(task, ctx)] = prepare([request], template, seed, template_mode)
     outputs = load_outputs(predictions)
     start = time.perf_counter()
     out = task.replay(outputs, ctx)

@@ -80,7 +80,7 @@ def evaluate_job(payload: dict) -> dict:
     results = evaluate_model(
         model, adapter=adapter, tasks=tasks, backend=ev.backend, out_dir=scratch,
         template=study.template if ev.use_template else None, seed=ev.seed,
-        batch_size=ev.batch_size, progress=False)
+        batch_size=ev.batch_size, progress=False, template_mode=ev.template_mode)
     records = [_store_artefacts(out_dir, spec, result.to_dict())
                for spec, result in zip(evals, results, strict=True)]
     shutil.rmtree(scratch, ignore_errors=True)
@@ -114,7 +114,7 @@ def _evaluate_adapters(study, payload: dict) -> dict:
         study.resolve_model_path(payload["model_path"]), adapters,
         tasks=_task_requests(study, members[0]["evals"]), backend=ev.backend, out_dir=scratch,
         template=study.template if ev.use_template else None, seed=ev.seed,
-        batch_size=ev.batch_size)
+        batch_size=ev.batch_size, template_mode=ev.template_mode)
     records = []
     for member, name in zip(members, adapters, strict=True):
         records += [_store_artefacts(out_dir, spec, result.to_dict())

@@ -246,6 +246,8 @@ def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
             "shots": shots, "format": bench.format, "data": bench.data,
             "limit": bench.limit, "seed": ev.seed, "max_new_tokens": bench.max_new_tokens,
             "template": study.template if ev.use_template else None,
+            "template_mode": (ev.template_mode if ev.use_template and bench.format == "opencompass"
+                              else None),
             "judge": _judge_identity(ev.judge_for(bench))}
 
 

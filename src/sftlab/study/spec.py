@@ -262,6 +262,9 @@ class EvaluationSpec(_Strict):
     )
     include_base: bool = True
     use_template: bool = True
+    # how the template wraps an opencompass prompt: the whole prompt as its {instruction}, or
+    # each round wrapped as HUMAN / BOT (OpenCompass's meta template), generation after the cue
+    template_mode: Literal["instruction", "rounds"] = "instruction"
     backend: Literal["hf", "vllm", "openai"] = "hf"
     batch_size: int | None = Field(None, gt=0)
     seed: int = 1234

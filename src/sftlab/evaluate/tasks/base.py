@@ -55,6 +55,8 @@ from sftlab.evaluate.tasks.registry import TaskSpec, spec_of, task_names
 
 __all__ = ["get_task", "task_names"]
 
+TEMPLATE_MODES = ("instruction", "rounds")
+
 
 @dataclass
 class TaskContext:
@@ -70,6 +72,9 @@ class TaskContext:
     # the named OpenCompass config (opencompass format), or "gen" / "ppl"; None = the default
     # for the shot count. ``Task.check`` replaces it by the resolved name.
     config: str | None = None
+    # how ``template`` wraps the prompt: "instruction" (the whole prompt is its {instruction})
+    # or "rounds" (OpenCompass's meta template: each round wrapped, opencompass format)
+    template_mode: str = "instruction"
 
 
 @dataclass
@@ -99,11 +104,14 @@ class ChoiceQuery:
 
 @dataclass
 class GenQuery:
-    """A generate-until request description."""
+    """A generate-until request description. ``rounds``: the prompt's OpenCompass structure
+    (raw strings, HUMAN / BOT rounds) when it has one, so a study template can wrap each
+    round (``template_mode: rounds``)."""
 
     prompt: str
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 256
+    rounds: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -160,6 +168,9 @@ class Task:
         if ctx.limit is not None and ctx.limit < 1:
             raise UserError(f"task {self.name}: --limit must be >= 1, got {ctx.limit}")
         ctx.config = self.resolve_config(ctx)
+        if ctx.template_mode not in TEMPLATE_MODES:
+            raise UserError(f"unknown template mode {ctx.template_mode!r} "
+                            f"(choose from {', '.join(TEMPLATE_MODES)})")
 
     def resolve_config(self, ctx: TaskContext) -> str | None:
         """The named config this evaluation reproduces (opencompass format), else None."""

@@ -36,6 +36,23 @@ def render_with_template(template: str | None, prompt: str) -> str:
     return render_prompt(template, prompt)
 
 
+def templated_prompt(ctx: TaskContext, query: Any) -> str:
+    """A generation query's prompt under the study template: as the ``{instruction}``
+    (``template_mode: instruction``), or each OpenCompass round wrapped by the template
+    made a meta template (``rounds``, opencompass format; ``lm-eval`` prompts have no
+    rounds and stay in instruction mode)."""
+    if ctx.template is None:
+        return query.prompt
+    if ctx.template_mode == "rounds" and ctx.format == "opencompass":
+        from sftlab.evaluate.tasks.opencompass import MetaTemplate, render
+
+        if query.rounds is None:
+            raise UserError(f"template_mode rounds: this {ctx.format} prompt has no rounds "
+                            f"(config {ctx.config}); use template_mode instruction")
+        return render(query.rounds, MetaTemplate.from_template(ctx.template))
+    return render_with_template(ctx.template, query.prompt)
+
+
 class BenchmarkTask(Task):
     """A benchmark read from native files (or the hub) with a few-shot split."""
 

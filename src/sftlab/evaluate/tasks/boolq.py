@@ -80,18 +80,18 @@ class BoolQ(ChoiceTask):
         return "A" if gold_of(item.doc) else "B"
 
     def gen_query(self, item: Item, shots: list[Item], ctx: TaskContext) -> GenQuery:
-        from sftlab.evaluate.tasks.opencompass import CONFIGS, join_items
+        from sftlab.evaluate.tasks.opencompass import CONFIGS, Round, gen_query
 
         def human(doc: dict[str, Any]) -> str:
             return f"{doc['passage']}\nQuestion: {doc['question']}\nA. Yes\nB. No\nAnswer:"
 
         cfg = CONFIGS[str(ctx.config)]
         if cfg.name == "SuperGLUE_BoolQ_gen_883d50":
-            items = [human(item.doc)]
+            items: list = [Round(human(item.doc))]
         else:
-            ices = [part for s in shots for part in (human(s.doc), self.gold_label(s))]
-            items = [*ices, "", human(item.doc), ""]
-        return GenQuery(join_items(items), (), cfg.max_new_tokens or 512)
+            ices = [Round(human(s.doc), self.gold_label(s)) for s in shots]
+            items = [*ices, "", Round(human(item.doc), "")]
+        return gen_query(items, (), cfg.max_new_tokens or 512)
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> ChoiceQuery:
         def text(doc: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sftlab.errors import UserError
 from sftlab.evaluate.backends.base import Backend, LoglikelihoodRequest, LoglikelihoodResult
 from sftlab.evaluate.tasks.base import (
     ChoiceQuery,
@@ -28,7 +29,12 @@ from sftlab.evaluate.tasks.base import (
     percent_metric,
     prompt_hash,
 )
-from sftlab.evaluate.tasks.benchmark import BenchmarkTask, Loaded, render_with_template
+from sftlab.evaluate.tasks.benchmark import (
+    BenchmarkTask,
+    Loaded,
+    render_with_template,
+    templated_prompt,
+)
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
 PROMPT_KEEP = 4000  # characters of the prompt kept in prediction rows
@@ -81,6 +87,10 @@ class ChoiceTask(BenchmarkTask):
         self.check(ctx)
         if self.generative(ctx):
             return self._generator().build(ctx)
+        if ctx.template is not None and ctx.template_mode == "rounds" and ctx.format == "opencompass":
+            raise UserError(f"task {self.name}: template_mode rounds covers the generative "
+                            f"configs; {ctx.config} is scored by likelihood (use "
+                            "template_mode instruction)")
         loaded = self.load(ctx)
         queries = [templated(self.query(it, self.shots_for(it, loaded, ctx), ctx.format),
                              ctx.template) for it in loaded.items]
@@ -207,8 +217,7 @@ class ChoiceGeneration(GenerationTask):
         queries = []
         for it in loaded.items:
             q = self.owner.gen_query(it, self.shots_for(it, loaded, ctx), ctx)
-            queries.append(GenQuery(render_with_template(ctx.template, q.prompt), q.stop,
-                                    q.max_new_tokens))
+            queries.append(GenQuery(templated_prompt(ctx, q), q.stop, q.max_new_tokens, q.rounds))
         return loaded, queries
 
     def score(self, items: list[Item], samples: list[list[str]],

@@ -71,14 +71,14 @@ class GSM8K(GenerationTask):
         return notes
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
+        from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
         if fmt == "opencompass" and not shots:
-            return GenQuery(item.doc["question"] + OC_ZERO_SHOT_SUFFIX, (), 512)
+            return gen_query([Round(item.doc["question"] + OC_ZERO_SHOT_SUFFIX)], (), 512)
         if fmt == "opencompass":
-            rounds: list[str] = []
-            for s in shots:
-                rounds += [_oc_human(s.doc["question"]), s.doc.get("oc_bot") or _oc_bot(s.doc["answer"])]
-            rounds.append(_oc_human(item.doc["question"]))
-            return GenQuery("\n".join(rounds), ("Question:",), 512)
+            rounds = [Round(_oc_human(s.doc["question"]),
+                            s.doc.get("oc_bot") or _oc_bot(s.doc["answer"])) for s in shots]
+            return gen_query([*rounds, Round(_oc_human(item.doc["question"]))], ("Question:",), 512)
         parts = [f"Question: {s.doc['question']}\nAnswer: {s.doc['answer']}" for s in shots]
         prompt = "\n\n".join(parts + [f"Question: {item.doc['question']}\nAnswer:"])
         return GenQuery(prompt, ("Question:", "</s>", "<|im_end|>"), 256)

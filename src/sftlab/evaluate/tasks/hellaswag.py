@@ -99,12 +99,11 @@ class HellaSwag(ChoiceTask):
         return LETTERS[int(item.doc["label"])]
 
     def gen_query(self, item: Item, shots: list[Item], ctx: TaskContext) -> GenQuery:
-        from sftlab.evaluate.tasks.opencompass import CONFIGS, join_items
+        from sftlab.evaluate.tasks.opencompass import CONFIGS, Human, Round, gen_query
 
         cfg = CONFIGS[str(ctx.config)]
         if cfg.name == "hellaswag_gen_6faab5":
-            return GenQuery(join_items([_gen_human(item.doc)]), (), cfg.max_new_tokens or 512)
-        ices = [part for s in shots
-                for part in (_lettered(s.doc), f"{LETTERS[int(s.doc['label'])]}\n")]
-        items = [f"{HINT}\n", *ices, "", _lettered(item.doc), "\n"]
-        return GenQuery(join_items(items), (), cfg.max_new_tokens or 512)
+            return gen_query([Round(_gen_human(item.doc))], (), cfg.max_new_tokens or 512)
+        ices = [Round(_lettered(s.doc), f"{LETTERS[int(s.doc['label'])]}\n") for s in shots]
+        items = [Human(f"{HINT}\n"), *ices, "", Round(_lettered(item.doc), "\n")]
+        return gen_query(items, (), cfg.max_new_tokens or 512)

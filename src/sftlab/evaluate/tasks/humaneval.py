@@ -64,7 +64,9 @@ class HumanEval(GenerationTask):
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         if fmt == "opencompass":
-            return GenQuery(OC_INSTRUCTION + item.doc["prompt"], (), 512)
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
+            return gen_query([Round(OC_INSTRUCTION + item.doc["prompt"])], (), 512)
         return GenQuery(item.doc["prompt"], LM_EVAL_STOPS, 1024)
 
     def score(self, items: list[Item], samples: list[list[str]],

@@ -46,7 +46,9 @@ class MATH(GenerationTask):
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         if fmt == "opencompass":
-            return GenQuery(item.doc["problem"] + OC_SUFFIX, (), 1024)
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
+            return gen_query([Round(item.doc["problem"] + OC_SUFFIX)], (), 1024)
         return GenQuery(f"Problem:\n{item.doc['problem']}\n\nSolution:", ("Problem:",), 1024)
 
     def score(self, items: list[Item], samples: list[list[str]],

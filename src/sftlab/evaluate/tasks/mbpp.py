@@ -203,12 +203,13 @@ class MBPP(GenerationTask):
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         doc = item.doc
         if fmt == "opencompass":
-            rounds = [part for pair in OC_ROUNDS[: len(shots)] for part in pair]
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
             tests = "\n".join(tests_of(doc))
-            rounds.append(f"You are an expert Python programmer, and here is your task: "
-                          f"{text_of(doc)} Your code should pass these tests:\n\n {tests}  \n")
-            rounds.append("[BEGIN]\n")
-            return GenQuery("\n".join(rounds), (), 512)
+            final = Round(f"You are an expert Python programmer, and here is your task: "
+                          f"{text_of(doc)} Your code should pass these tests:\n\n {tests}  \n",
+                          "[BEGIN]\n")
+            return gen_query([*(Round(h, b) for h, b in OC_ROUNDS[: len(shots)]), final], (), 512)
 
         def head(d: dict[str, Any]) -> str:
             t = tests_of(d)

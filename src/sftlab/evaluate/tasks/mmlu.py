@@ -77,7 +77,7 @@ class MMLU(ChoiceTask):
         return LETTERS[answer_of(item.doc)]
 
     def gen_query(self, item: Item, shots: list[Item], ctx: TaskContext) -> GenQuery:
-        from sftlab.evaluate.tasks.opencompass import CONFIGS, join_items
+        from sftlab.evaluate.tasks.opencompass import CONFIGS, Round, gen_query
 
         cfg = CONFIGS[str(ctx.config)]
         hint = (f"There is a single choice question about {subject_of(item).replace('_', ' ')}."
@@ -88,13 +88,13 @@ class MMLU(ChoiceTask):
 
         if cfg.name == "mmlu_zero_shot_gen_47e2c0":
             human = f"{hint}\nQ: {item.doc['question']}\n{options(item.doc)}Let's think step by step. A: "
-            return GenQuery(join_items(["", human]), (), cfg.max_new_tokens or 256)
+            return gen_query(["", Round(human)], (), cfg.max_new_tokens or 256)
 
         def ask(doc: dict[str, Any]) -> str:
             return f"{hint}\nQuestion: {doc['question']}\n{options(doc)}Answer: "
 
-        ices = [part for s in shots for part in (ask(s.doc), f"{self.gold_label(s)}\n")]
-        return GenQuery(join_items([*ices, "", ask(item.doc)]), (), cfg.max_new_tokens or 512)
+        ices = [Round(ask(s.doc), f"{self.gold_label(s)}\n") for s in shots]
+        return gen_query([*ices, "", Round(ask(item.doc))], (), cfg.max_new_tokens or 512)
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> ChoiceQuery:
         subject = subject_of(item).replace("_", " ")

@@ -41,13 +41,12 @@ class NQOpen(GenerationTask):
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         q = item.doc["question"]
         if fmt == "opencompass":
-            from sftlab.evaluate.tasks.opencompass import join_items
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
 
-            ices = [part for s in shots
-                    for part in (f"Q: {s.doc['question']}?", f"A: {golds_of(s.doc)[0]}.\n")]
-            items = [*ices, "", f"Q: {q}?", "A:"] if shots else [f"Q: {q}?", "A:"]
-            stop = ("Q:", "\n") if shots else ()
-            return GenQuery(join_items(items), stop, 50)
+            ices = [Round(f"Q: {s.doc['question']}?", f"A: {golds_of(s.doc)[0]}.\n") for s in shots]
+            final = Round(f"Q: {q}?", "A:")
+            items = [*ices, "", final] if shots else [final]
+            return gen_query(items, ("Q:", "\n") if shots else (), 50)
         parts = [f"Q: {s.doc['question']}?\nA: {golds_of(s.doc)[0]}" for s in shots]
         prompt = "Answer these questions:\n\n" + "\n".join(parts + [f"Q: {q}?\nA:"])
         return GenQuery(prompt, ("\n", ".", ","), 256)

@@ -148,7 +148,96 @@ def kind_of(config: str | None) -> str | None:
     return CONFIGS[config].kind if config else None
 
 
-# ---------------------------------------------------------------- prompt joining
+# ---------------------------------------------------------------- prompt assembly
+
+
+@dataclass(frozen=True)
+class Round:
+    """One dialogue round of a config's template: a HUMAN turn and (optionally) a BOT turn.
+    The last round of a prompt is the one the model answers (its BOT turn is the cue)."""
+
+    human: str
+    bot: str | None = None
+
+
+@dataclass(frozen=True)
+class Human:
+    """A lone HUMAN turn in a template's ``begin`` (HellaSwag 10-shot's instruction)."""
+
+    text: str
+
+
+# A prompt item: a raw string of the template's ``begin`` (an empty one included: it takes a
+# separator in base-model joining), a lone HUMAN turn, or a round.
+PromptItem = str | Human | Round
+
+
+@dataclass(frozen=True)
+class MetaTemplate:
+    """A meta template (OpenCompass's ``meta_template``: HUMAN and BOT begin/end strings)
+    made from a study template ``{prefix}{instruction}{middle}{response}{suffix}``: HUMAN
+    begin = prefix, HUMAN end = the newlines that open ``middle``, BOT begin = the rest of
+    ``middle``, BOT end = suffix, or ``"\\n"`` when the template ends at ``{response}``."""
+
+    human_begin: str
+    human_end: str
+    bot_begin: str
+    bot_end: str
+
+    @classmethod
+    def from_template(cls, template: str) -> MetaTemplate:
+        head, _, suffix = template.partition("{response}")
+        prefix, _, middle = head.partition("{instruction}")
+        unescape = lambda t: t.replace("{{", "{").replace("}}", "}")  # noqa: E731
+        prefix, middle, suffix = unescape(prefix), unescape(middle), unescape(suffix)
+        newlines = len(middle) - len(middle.lstrip("\n"))
+        return cls(prefix, middle[:newlines], middle[newlines:], suffix or "\n")
+
+    def as_opencompass(self) -> dict:
+        """The same meta template in OpenCompass's config shape."""
+        return {"round": [
+            {"role": "HUMAN", "begin": self.human_begin, "end": self.human_end},
+            {"role": "BOT", "begin": self.bot_begin, "end": self.bot_end, "generate": True}]}
+
+
+def render(items: Sequence[PromptItem], meta: MetaTemplate | None = None) -> str:
+    """A generation prompt as OpenCompass's ``LMTemplateParser`` assembles it.
+
+    Without a meta template (a base model, ``HuggingFaceBaseModel``) the turns' texts are
+    joined by :func:`join_items`. With one (``template_mode: rounds``): raw strings as they
+    are, each HUMAN turn ``begin + text + end``, each BOT turn ``begin + text + end``, and the
+    last round's BOT turn only its ``begin``: generation starts there."""
+    if meta is None:
+        flat: list[str] = []
+        for item in items:
+            if isinstance(item, Round):
+                flat += [item.human] + ([item.bot] if item.bot is not None else [])
+            else:
+                flat.append(item.text if isinstance(item, Human) else item)
+        return join_items(flat)
+    rounds = [i for i, item in enumerate(items) if isinstance(item, Round)]
+    last = rounds[-1] if rounds else -1
+    out = ""
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out += item
+        elif isinstance(item, Human):
+            out += meta.human_begin + item.text + meta.human_end
+        else:
+            out += meta.human_begin + item.human + meta.human_end + meta.bot_begin
+            if i == last:
+                break
+            out += (item.bot or "") + meta.bot_end
+    return out
+
+
+def gen_query(items: Sequence[PromptItem], stop: tuple[str, ...] = (),
+              max_new_tokens: int = 512):  # -> GenQuery (imported late: no import cycle)
+    """A generation query whose prompt is ``items`` rendered for a base model, keeping the
+    rounds for ``template_mode: rounds``."""
+    from sftlab.evaluate.tasks.base import GenQuery
+
+    return GenQuery(render(items), stop, max_new_tokens, tuple(items))
 
 
 def join_items(items: Sequence[str]) -> str:
