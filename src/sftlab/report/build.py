@@ -16,6 +16,7 @@ import pandas as pd
 
 from sftlab.errors import UserError
 from sftlab.report import html, markdown, sections, tables
+from sftlab.report.configs import configs_section
 from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
@@ -73,6 +74,7 @@ def _sections(view: StudyView, items: ItemScores, options: ReportOptions, figure
     secs = [build(ctx) for build in BUILDERS]
     if view.rows["task"].isin(suite_tasks()).any():  # only studies that ran a suite
         secs.append(suite_section(ctx))
+    secs.append(configs_section(ctx))
     secs.append(examples_section(view, deltas, items, options.examples))
     return secs
 
