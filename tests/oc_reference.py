@@ -35,7 +35,8 @@ STUBBED = ("mmengine", "torch", "datasets", "tqdm", "transformers", "numpy", "sy
 LOADABLE = ("opencompass.utils.prompt", "opencompass.utils.types",
             "opencompass.openicl.icl_prompt_template", "opencompass.utils.text_postprocessors",
             "opencompass.utils.code_execution", "opencompass.datasets.mbpp",
-            "opencompass.datasets.humaneval", "opencompass.datasets.math")
+            "opencompass.datasets.humaneval", "opencompass.datasets.math",
+            "opencompass.datasets.gsm8k")
 
 
 class _Anything:

@@ -105,7 +105,8 @@ EIGHT = ["math", "gsm8k", "mbpp", "humaneval", "hellaswag", "nq_open", "boolq", 
 def gold_outputs(task: str, fmt: str = "lm-eval") -> list[dict]:
     """Reference answers of the fixture items, as a model would have written them (the
     opencompass format's multiple-choice configs are generative: a letter)."""
-    lettered = {"hellaswag": [(0, "A"), (1, "The answer is B.")], "boolq": [(0, "A"), (1, "B")],
+    lettered = {"gsm8k": [(0, "7-2=5\n#### 5"), (1, "2*1200=2400\nThe answer is 2400")],
+                "hellaswag": [(0, "A"), (1, "The answer is B.")], "boolq": [(0, "A"), (1, "B")],
                 # OpenCompass left-strips the completion: a whole fenced function, as chat
                 # models write it
                 "humaneval": [("HumanEval/0", "```python\ndef inc(x):\n    return x + 1\n```"),

@@ -50,6 +50,10 @@ def test_gsm8k_gold_answers_score_100(shared_data, tmp_path, fmt):
     preds = write_preds(tmp_path / "p.jsonl",
                         [{"id": i, "output": r["answer"]} for i, r in enumerate(rows)])
     res = score_predictions(TaskRequest("gsm8k", 0, fmt, str(shared_data)), preds)
+    if fmt == "opencompass":  # OpenCompass reads "#### 1,234" as 234: 14 gold answers fail
+        assert res.n == 1319 and res.value == pytest.approx(100 * 1305 / 1319)
+        assert res.extra["separator_tolerant"] == 100.0
+        return
     assert res.n == 1319 and res.value == 100.0
 
 

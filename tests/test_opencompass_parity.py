@@ -503,3 +503,28 @@ def test_rounds_mode_is_opencompass_with_the_template_as_meta_template(oc, tmp_p
             for it in loaded.items]
     assert queries[0].prompt == oc.render_gen(infer, test, 0, output_column="test_list_2",
                                               meta_template=meta)
+
+
+GSM8K_OUTPUTS = ["The answer is 1,234.", "so 18.\nQuestion: what is 42?", "-2.5", "no digits",
+                 "The answer is \\boxed{72}.", "3.0 apples", "Total: $1,200,000", "4\n\nQuestion:"]
+
+
+def test_gsm8k_verdicts_match_opencompass(oc, fixtures):
+    """Headline verdicts equal OpenCompass's (``1,234`` read as 234, quirk included);
+    the separator-tolerant reading is the secondary ``separator_tolerant``."""
+    from sftlab.evaluate.metrics import gsm8k_extract, gsm8k_match
+
+    g = oc.module("opencompass.datasets.gsm8k")
+    evaluator = g.Gsm8kEvaluator.__new__(g.Gsm8kEvaluator)
+    for gold in ("work\n#### 1,234", "x\n#### 18", "x\n#### 72", "x\n#### 3", "x\n#### 1200000"):
+        refer = g.gsm8k_dataset_postprocess(gold)
+        for text in GSM8K_OUTPUTS:
+            pred = gsm8k_extract(text, "opencompass")["accuracy"]
+            theirs = g.gsm8k_postprocess(text)
+            assert (pred or "NULL") == theirs, text
+            assert gsm8k_match(pred, gold) == evaluator.is_equal(theirs, refer), (text, gold)
+    task = get_task("gsm8k")
+    ctx = TaskContext(shots=0, data=str(fixtures))
+    out = task.replay({"0": ["#### 5"], "1": ["2*1200 = 2,400"]}, ctx)
+    assert [r["correct"] for r in out.rows] == [True, False]
+    assert out.value == 50.0 and out.extra["separator_tolerant"] == 100.0

@@ -95,8 +95,11 @@ class GSM8K(GenerationTask):
             for text in texts:
                 found = gsm8k_extract(text, fmt)
                 extra = None
-                if fmt == "opencompass":
+                if fmt == "opencompass":  # headline: OpenCompass's; secondary: separators fixed
                     pred = found["accuracy"]
+                    tolerant = gsm8k_extract(text, fmt, separators=True)["accuracy"]
+                    extra = {"separator_tolerant": tolerant,
+                             "separator_tolerant_correct": gsm8k_match(tolerant, gold, fmt)}
                 else:
                     pred, flex = found["strict-match"], found["flexible-extract"]
                     extra = {"flexible": flex, "flexible_correct": gsm8k_match(flex, gold, fmt)}
@@ -110,7 +113,9 @@ class GSM8K(GenerationTask):
         from sftlab.evaluate.tasks.base import percent_metric
 
         extra = super().extra_metrics(rows, samples, by_index)
-        if rows and "flexible_correct" in next((r for r in rows if r["outcome"] != "missing"), {}):
-            extra["flexible"], extra["flexible_stderr"] = percent_metric(
-                [1.0 if r.get("flexible_correct") else 0.0 for r in rows])
+        first = next((r for r in rows if r["outcome"] != "missing"), {})
+        for name in ("flexible", "separator_tolerant"):
+            if f"{name}_correct" in first:
+                extra[name], extra[f"{name}_stderr"] = percent_metric(
+                    [1.0 if r.get(f"{name}_correct") else 0.0 for r in rows])
         return extra

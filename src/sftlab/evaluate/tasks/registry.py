@@ -92,7 +92,7 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 for _spec in (
     TaskSpec("math", "2", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
-    TaskSpec("gsm8k", "2", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
+    TaskSpec("gsm8k", "3", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
     TaskSpec("mbpp", "2", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
     TaskSpec("humaneval", "2", "humaneval:HumanEval", category="Coding"),
     TaskSpec("hellaswag", "2", "hellaswag:HellaSwag", paper_shots=(0, 10), category="Knowledge",
