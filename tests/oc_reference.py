@@ -36,7 +36,7 @@ LOADABLE = ("opencompass.utils.prompt", "opencompass.utils.types",
             "opencompass.openicl.icl_prompt_template", "opencompass.utils.text_postprocessors",
             "opencompass.utils.code_execution", "opencompass.datasets.mbpp",
             "opencompass.datasets.humaneval", "opencompass.datasets.math",
-            "opencompass.datasets.gsm8k")
+            "opencompass.datasets.gsm8k", "opencompass.datasets.natural_question")
 
 
 class _Anything:

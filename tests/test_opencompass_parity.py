@@ -528,3 +528,17 @@ def test_gsm8k_verdicts_match_opencompass(oc, fixtures):
     out = task.replay({"0": ["#### 5"], "1": ["2*1200 = 2,400"]}, ctx)
     assert [r["correct"] for r in out.rows] == [True, False]
     assert out.value == 50.0 and out.extra["separator_tolerant"] == 100.0
+
+
+def test_nq_verdicts_match_opencompass(oc):
+    from sftlab.evaluate.metrics import nq_substring_match
+
+    nq = oc.module("opencompass.datasets.natural_question")
+    evaluator = nq.NQEvaluator.__new__(nq.NQEvaluator)
+    golds = [["Bobby Scott", "Bob Russell"], ["14 December 1972 UTC", "December 1972"], ["the Eagles"]]
+    outputs = [" Bobby Scott and Bob Russell", "I think the answer is December 1972.", " Eagles",
+               "\nthe eagles", " The Beatles, not the Eagles", "", "December, 1972"]
+    for gold in golds:
+        for text in outputs:
+            [detail] = evaluator.score([text], [gold])["details"]
+            assert nq_substring_match(text, gold) == detail["correct"], (text, gold)
