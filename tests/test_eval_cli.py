@@ -9,7 +9,8 @@ from eval_fixtures import write_benchmarks
 
 from sftlab.cli import main
 
-FIELDS = ["task", "shots", "format", "version", "metric", "value", "stderr", "n", "outcomes"]
+FIELDS = ["task", "shots", "format", "config", "version", "metric", "value", "stderr", "n",
+          "outcomes"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_eval_loglikelihood_and_generation_tasks(tiny_llama, data, tmp_path, cap
     assert {"item_id", "prompt_hash", "prompt", "output", "extracted", "correct", "score",
             "outcome"} <= set(rows[0])
     prov = json.loads((out / "boolq-1shot-lm-eval.provenance.json").read_text())
-    assert prov["version"] == "1" and prov["backend"]["dtype"] == "float32"
+    assert prov["version"] == "2" and prov["backend"]["dtype"] == "float32"
+    assert prov["config"] is None and all(r["config"] is None for r in results)  # lm-eval
     assert prov["versions"]["transformers"] and prov["seed"] == 1234
     assert prov["notes"]["fewshot_source"].startswith("train split")
 
@@ -48,9 +50,11 @@ def test_eval_loglikelihood_and_generation_tasks(tiny_llama, data, tmp_path, cap
 def test_eval_with_template_is_recorded(tiny_llama, data, tmp_path, capsys):
     tpl = "###Question: {instruction}\n\n###Answer: {response}"
     run_json(capsys, ["eval", "--model", str(tiny_llama), "--task", "mmlu:0", "--data", str(data),
-                      "--out", str(tmp_path), "--template", tpl, "--json"])
+                      "--out", str(tmp_path), "--template", tpl, "--config", "ppl", "--json"])
     prov = json.loads((tmp_path / "mmlu-0shot-opencompass.provenance.json").read_text())
     assert prov["use_template"] is True and prov["template"] == tpl
+    assert prov["config"] == "mmlu_ppl_ac766d" and prov["config_kind"] == "ppl"
+    assert prov["template_mode"] == "instruction"
     row = json.loads((tmp_path / "mmlu-0shot-opencompass.jsonl").read_text().splitlines()[0])
     assert row["prompt"].startswith("###Question: The following") and row["output"] in "ABCD"
 
@@ -98,8 +102,17 @@ def test_score_replay(data, tmp_path, capsys):
 EIGHT = ["math", "gsm8k", "mbpp", "humaneval", "hellaswag", "nq_open", "boolq", "mmlu"]
 
 
-def gold_outputs(task: str) -> list[dict]:
-    """Reference answers of the fixture items, as a model would have written them."""
+def gold_outputs(task: str, fmt: str = "lm-eval") -> list[dict]:
+    """Reference answers of the fixture items, as a model would have written them (the
+    opencompass format's multiple-choice configs are generative: a letter)."""
+    lettered = {"gsm8k": [(0, "7-2=5\n#### 5"), (1, "2*1200=2400\nThe answer is 2400")],
+                "hellaswag": [(0, "A"), (1, "The answer is B.")], "boolq": [(0, "A"), (1, "B")],
+                # OpenCompass left-strips the completion: a whole fenced function, as chat
+                # models write it
+                "humaneval": [("HumanEval/0", "```python\ndef inc(x):\n    return x + 1\n```"),
+                              ("HumanEval/1", "```python\ndef sq(x):\n    return x * x\n```")]}
+    if fmt == "opencompass" and task in lettered:
+        return [{"id": i, "output": text} for i, text in lettered[task]]
     golds = {
         "math": [("test/algebra/1.json", "So $1+1=\\boxed{2}$."),
                  ("test/algebra/2.json", "The answer is $\\boxed{\\frac{1}{2}}$.")],
@@ -118,10 +131,10 @@ def gold_outputs(task: str) -> list[dict]:
 @pytest.mark.parametrize("task", EIGHT)
 def test_score_gold_answers_of_every_task_in_both_formats(task, fmt, data, tmp_path, capsys):
     preds = tmp_path / "preds.jsonl"
-    preds.write_text("".join(json.dumps(r) + "\n" for r in gold_outputs(task)))
+    preds.write_text("".join(json.dumps(r) + "\n" for r in gold_outputs(task, fmt)))
     [r] = run_json(capsys, ["score", "--task", task, "--data", str(data), "--predictions",
                             str(preds), "--format", fmt, "--json"])["results"]
-    assert (r["task"], r["format"], r["n"]) == (task, fmt, len(gold_outputs(task)))
+    assert (r["task"], r["format"], r["n"]) == (task, fmt, len(gold_outputs(task, fmt)))
     assert r["value"] == 100.0 and r["outcomes"] == {"pass": r["n"]}, r
 
 
@@ -168,7 +181,7 @@ def test_human_output_shows_progress_secondary_metrics_and_fewshot_source(
     single = tmp_path / "nq_open_dev.jsonl"  # a single file: no few-shot split
     single.write_text((data / "nq_open_dev.jsonl").read_text())
     assert main(["eval", "--model", str(tiny_llama), "--data", str(data), "--task", "mmlu:0",
-                 "--out", str(tmp_path / "a")]) == 0
+                 "--config", "ppl", "--out", str(tmp_path / "a")]) == 0
     first = capsys.readouterr()
     assert main(["eval", "--model", str(tiny_llama), "--data", str(single), "--task", "nq_open:1",
                  "--max-new-tokens", "4", "--out", str(tmp_path / "b")]) == 0

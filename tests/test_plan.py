@@ -154,3 +154,66 @@ def test_editing_a_local_source_changes_its_run_ids(tmp_path):
     after = ids(raw)
     for key, run_id in before.items():
         assert (after[key] != run_id) == ("d0" in key[3] or "a" in key[3]), key
+
+
+def test_task_version_bump_changes_exactly_that_tasks_eval_ids(monkeypatch):
+    """A changed prompt or scorer bumps the task's version; the eval ids of that task (and
+    only those) change, so the driver re-runs exactly them and reuses the rest."""
+    import dataclasses
+
+    from sftlab.evaluate.tasks import registry
+
+    study = study_from_dict(make_study(1, 1, (5,), ("full",), ("single",)))
+    before = {e.id: e.task for e in plan(study).evaluations}
+    monkeypatch.setitem(registry.TASKS, "gsm8k",
+                        dataclasses.replace(registry.TASKS["gsm8k"], version="99"))
+    after = {e.id: e.task for e in plan(study).evaluations}
+    assert len(before) == len(after)
+    changed = {t for i, t in before.items() if i not in after}
+    kept = {t for i, t in before.items() if i in after}
+    assert changed == {"gsm8k"} and kept == {"mmlu"}
+
+
+def test_config_is_part_of_the_eval_id_and_recorded():
+    base = make_study(1, 1, (5,), ("full",), ("single",))
+    default = plan(study_from_dict(base)).evaluations
+    assert {(e.task, e.shots, e.config) for e in default} == {
+        ("gsm8k", 0, "gsm8k_0shot_gen_a58960"), ("gsm8k", 4, "gsm8k_gen_1d7fe4"),
+        ("mmlu", 5, "mmlu_gen_4d595a")}
+    ppl = copy.deepcopy(base)
+    ppl["evaluation"]["benchmarks"][1]["config"] = "ppl"
+    evals = plan(study_from_dict(ppl)).evaluations
+    assert {e.config for e in evals if e.task == "mmlu"} == {"mmlu_ppl_ac766d"}
+    assert {e.id for e in evals if e.task == "gsm8k"} == {e.id for e in default if e.task == "gsm8k"}
+    assert not {e.id for e in evals if e.task == "mmlu"} & {e.id for e in default}
+    # the same task twice with two configs: two evaluations
+    both = copy.deepcopy(base)
+    both["evaluation"]["benchmarks"].append({"task": "mmlu", "shots": 5, "config": "mmlu_ppl_ac766d"})
+    assert len(plan(study_from_dict(both)).evaluations) == len(default) // 3 * 4  # 4 targets
+
+
+def test_bad_config_names_its_key():
+    from sftlab.errors import UserError
+
+    bad = make_study(1, 1, (5,), ("full",), ("single",))
+    bad["evaluation"]["benchmarks"][1]["config"] = "mmlu_zero_shot_gen_47e2c0"  # 0-shot only
+    with pytest.raises((UserError, ValueError), match="covers 0-shot, not 5-shot"):
+        study_from_dict(bad)
+    bad["evaluation"]["benchmarks"][1].update(config="ppl", format="lm-eval")
+    with pytest.raises((UserError, ValueError), match="only chosen in the opencompass format"):
+        study_from_dict(bad)
+
+
+def test_template_mode_is_part_of_the_eval_id():
+    base = make_study(1, 1, (5,), ("full",), ("single",))
+    rounds = copy.deepcopy(base)
+    rounds["evaluation"]["template_mode"] = "rounds"
+    a = {e.id for e in plan(study_from_dict(base)).evaluations}
+    b = {e.id for e in plan(study_from_dict(rounds)).evaluations}
+    assert not a & b
+    off = copy.deepcopy(rounds)
+    off["evaluation"]["use_template"] = False  # no template: the mode changes nothing
+    off_base = copy.deepcopy(base)
+    off_base["evaluation"]["use_template"] = False
+    assert {e.id for e in plan(study_from_dict(off)).evaluations} == \
+        {e.id for e in plan(study_from_dict(off_base)).evaluations}

@@ -339,3 +339,16 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_report(tmp_path, delta_rows
     with pytest.raises(UserError, match="not a report folder"):
         build_report(pd.DataFrame(delta_rows), target, options=OPTS)
     assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_configs_section_shows_config_template_mode_and_version(tmp_path, delta_rows):
+    for name, config in (("bA", "gsm8k_0shot_gen_a58960"), ("r1", "gsm8k_0shot_gen_a58960")):
+        (tmp_path / f"{name}.provenance.json").write_text(json.dumps(
+            {"config": config, "template_mode": "rounds" if name == "r1" else None,
+             "version": "2"}))
+    summary = build_report(pd.DataFrame(delta_rows), tmp_path / "report", options=OPTS)
+    assert {s.key: s.present for s in summary.sections}["configs"]
+    table = pd.read_csv(tmp_path / "report" / "tables" / "configs.csv")
+    row = table.set_index("column").loc["gsm8k 0-shot"]
+    assert (row["config"], row["template_mode"], row["version"]) == (
+        "gsm8k_0shot_gen_a58960", "rounds", 2)

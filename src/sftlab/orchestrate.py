@@ -209,6 +209,7 @@ def result_row(the_plan: Plan, record: dict) -> dict:
               {"method": "base", "setting": "base", "datasets": "", "size": 0})
     return {"eval_id": spec.id, "run_id": spec.target, "model": spec.model, **labels,
             "epoch": spec.epoch, "task": spec.task, "shots": spec.shots, "format": spec.format,
+            "config": spec.config,
             **{k: record.get(k) for k in ("metric", "value", "stderr", "n", "predictions_path",
                                            "version", "extra", "provenance")}}
 
@@ -427,8 +428,8 @@ class Scheduler:
         for e in p.evaluations:
             if self._pending(e.id) and self.selection.wants_eval(e):
                 groups[(e.target, e.epoch)].append(e)
-        benches = {(b.task, s, b.format): b for b in p.study.evaluation.benchmarks
-                   for s in b.shots}
+        benches = {(b.task, s, b.format, b.config_for(s)): b
+                   for b in p.study.evaluation.benchmarks for s in b.shots}
         runs = p.run_index
         model_paths = {m.name: m.path for m in p.study.models}
         out = []
@@ -436,7 +437,7 @@ class Scheduler:
             out = self._adapter_jobs(study_payload, groups, benches)
         for (target, epoch), specs in groups.items():
             run = runs.get(target)
-            evals = [{**_eval_payload(e, benches[(e.task, e.shots, e.format)]),
+            evals = [{**_eval_payload(e, benches[(e.task, e.shots, e.format, e.config)]),
                       "options": self.task_options} for e in specs]
             job_id = f"eval-{target}-e{epoch}-{content_hash(sorted(e.id for e in specs), 8)}"
             payload = {**study_payload, "job_id": job_id, "target": target, "epoch": epoch,
@@ -460,12 +461,13 @@ class Scheduler:
         for (target, epoch), specs in groups.items():
             run = runs.get(target)
             if run is not None and run.weights == "lora" and run.parent is None:
-                benchmarks = tuple(sorted((e.task, e.shots, e.format) for e in specs))
+                benchmarks = tuple(sorted((e.task, e.shots, e.format, e.config or "")
+                                          for e in specs))
                 shared[(run.model, benchmarks)].append((target, epoch))
         out = []
         for (model, _), members in shared.items():
             adapters = [{"target": t, "epoch": e,
-                         "evals": [{**_eval_payload(s, benches[(s.task, s.shots, s.format)]),
+                         "evals": [{**_eval_payload(s, benches[(s.task, s.shots, s.format, s.config)]),
                                     "options": self.task_options}
                                    for s in sorted(groups[(t, e)], key=lambda s: (s.task, s.shots, s.format))]}
                         for t, e in members]
@@ -614,7 +616,7 @@ def _study_payload(study: Study) -> dict:
 
 def _eval_payload(spec: EvalSpec, bench) -> dict:
     return {"id": spec.id, "task": spec.task, "shots": spec.shots, "format": spec.format,
-            "data": bench.data, "limit": bench.limit, "max_new_tokens": bench.max_new_tokens,
+            "config": spec.config, "data": bench.data, "limit": bench.limit, "max_new_tokens": bench.max_new_tokens,
             "judge": bench.judge.model_dump() if bench.judge else None}
 
 

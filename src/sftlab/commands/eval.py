@@ -31,7 +31,7 @@ def parse_task_spec(spec: str) -> tuple[str, list[int] | None]:
 
 
 def expand_tasks(specs: list[str], fmt: str | None, data: str | None, limit: int | None,
-                 options: dict) -> list:
+                 options: dict, config: str | None = None) -> list:
     """TaskRequests for every TASK[:SHOTS] (no shots: the paper's shot counts; no format:
     each task's first, e.g. opencompass, or llm-jp-eval for its datasets)."""
     from sftlab.evaluate.runner import TaskRequest
@@ -46,8 +46,8 @@ def expand_tasks(specs: list[str], fmt: str | None, data: str | None, limit: int
         except UserError as err:
             problems += err.problems
             continue
-        requests += [TaskRequest(name, k, fmt or task.formats[0], data, limit, dict(options))
-                     for k in shots]
+        requests += [TaskRequest(name, k, fmt or task.formats[0], data, limit, dict(options),
+                                 config) for k in shots]
     if problems:
         raise UserError(problems)
     return requests
@@ -129,13 +129,13 @@ def _print_table(results: list) -> None:
         console = Console(width=160)
     sep = " " if console.width >= 110 else "\n"  # narrow terminal: one outcome per line
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("task", "shots", "format", "metric", "value", "stderr", "n"):
+    for name in ("task", "shots", "format", "config", "metric", "value", "stderr", "n"):
         table.add_column(name, no_wrap=True,
                          justify="right" if name in ("shots", "value", "stderr", "n") else "left")
     table.add_column("outcomes", overflow="fold")
     for r in results:
         outcomes = sep.join(f"{k}={v}" for k, v in r.outcomes.items())
-        table.add_row(r.task, str(r.shots), r.format, r.metric, _fmt(float(r.value)),
+        table.add_row(r.task, str(r.shots), r.format, r.config or "-", r.metric, _fmt(float(r.value)),
                       _fmt(float(r.stderr)), str(r.n), outcomes)
     console.print(table)
     for r in results:
@@ -186,6 +186,12 @@ def _task_help() -> str:
 
 
 TASK_HELP = _task_help()
+TEMPLATE_MODE_HELP = ("With --template: instruction (the whole prompt is the {instruction}) or "
+                      "rounds (opencompass format: each round wrapped as HUMAN / BOT, "
+                      "OpenCompass's meta template; generation starts after the BOT cue).")
+CONFIG_HELP = ("opencompass format: the OpenCompass config to reproduce, by name (e.g. "
+               "hellaswag_ppl_47bff9), or gen / ppl (the first such config for the shot count); "
+               "default: the reference study's config per (task, shots), see the README.")
 
 
 def register(app: typer.Typer) -> None:
@@ -197,11 +203,13 @@ def register(app: typer.Typer) -> None:
         adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder on top of --model."),
         task: list[str] = typer.Option(..., "--task", help=TASK_HELP),
         fmt: str | None = typer.Option(None, "--format", help="Prompt/scoring format: opencompass, lm-eval or llm-jp-eval (default: the task's first: opencompass, llm-jp-eval for its datasets)."),
+        config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),
         data: str | None = typer.Option(None, "--data", help="Local data: a file of items or a folder of split files (default: the hub)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items."),
         backend: str = typer.Option("hf", "--backend", help="hf, vllm or openai."),
         out: Path | None = typer.Option(None, "--out", help="Folder for predictions (default: sftlab-eval/<model name>)."),
         template: str | None = typer.Option(None, "--template", help="Study template with {instruction} and {response}: the task prompt becomes the instruction."),
+        template_mode: str = typer.Option("instruction", "--template-mode", help=TEMPLATE_MODE_HELP),
         seed: int = typer.Option(1234, "--seed", help="Seed for sampling."),
         n: int = typer.Option(1, "--n", help="Samples per item for generation tasks (pass@k)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
@@ -237,11 +245,11 @@ def register(app: typer.Typer) -> None:
                                  judge_max_tokens, judge_prompts, out_dir)
         if not as_json:
             _show_progress()
-        requests = expand_tasks(task, fmt, data, limit, options)
+        requests = expand_tasks(task, fmt, data, limit, options, config)
         results = evaluate_model(model, adapter=adapter, tasks=requests, backend=backend,
                                  out_dir=out_dir, template=template, seed=seed,
                                  batch_size=batch_size, device=device, dtype=dtype,
                                  backend_options=backend_options(backend, base_url, api_key_env,
                                                                  max_batch_tokens),
-                                 progress=not as_json)
+                                 progress=not as_json, template_mode=template_mode)
         print_results(results, as_json)

@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
             study_name=study.name + (" (smoke)" if smoke else ""),
             method_types=_method_types(study), predictions_root=root,
             families={m.name: m.family or m.name for m in study.models},
+            notes=_lock_notes(study.out_dir),
         )
         summary = build_report(_load_results(study, smoke), out or root / "report", options=options)
         if as_json:
@@ -76,3 +77,11 @@ def _method_types(study) -> dict[str, str]:
             label = f"{link}>{label}"
         chains[label] = study.methods[name].weights
     return {**{k: study.method_type(k) for k in study.methods}, **chains}
+
+
+def _lock_notes(out_dir) -> tuple[str, ...]:
+    """The report's note on versions that differ from the lock file (none: nothing)."""
+    from sftlab.lockfile import study_version_mismatches
+
+    diff = study_version_mismatches(out_dir)
+    return (f"Library versions differ from the lock file: {'; '.join(diff)}.",) if diff else ()

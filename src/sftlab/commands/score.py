@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sftlab.commands.eval import CONFIG_HELP
 from sftlab.errors import UserError
 
 
@@ -20,6 +21,7 @@ def register(app: typer.Typer) -> None:
         predictions: Path = typer.Option(..., "--predictions", help="JSONL with 'id' and 'output' per row (several rows per id = samples)."),
         fmt: str | None = typer.Option(None, "--format", help="Scoring format: opencompass, lm-eval or llm-jp-eval (default: the task's first)."),
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N items."),
+        config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),
         out: Path | None = typer.Option(None, "--out", help="Also write per-item predictions + provenance here."),
         judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="Judge server URL, OpenAI-compatible (mt_bench, alpaca_eval)."),
         judge_model: str | None = typer.Option(None, "--judge-model", help="Judge model name on that server."),
@@ -50,7 +52,7 @@ def register(app: typer.Typer) -> None:
             raise UserError("no such predictions file", where=str(predictions))
         options = judge_options(judge_base_url, judge_model, judge_api_key_env, judge_max_tokens,
                                 judge_prompts, out)
-        result = score_predictions(TaskRequest(name, k, fmt, data, limit, options), predictions,
+        result = score_predictions(TaskRequest(name, k, fmt, data, limit, options, config), predictions,
                                    out_dir=out, samples=samples)
         missing = (result.provenance.get("notes") or {}).get("missing_ids") or []
         if missing:

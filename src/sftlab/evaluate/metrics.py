@@ -74,18 +74,21 @@ _LM_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _LM_GSM8K_IGNORE = [",", r"\$", r"(?s).*#### ", r"\.$"]
 
 
-def gsm8k_extract(text: str, format: str = "opencompass") -> dict[str, str | None]:
+def gsm8k_extract(text: str, format: str = "opencompass",
+                  separators: bool = False) -> dict[str, str | None]:
     """The answer(s) a harness reads from a GSM8K output, keyed by its metric name.
 
-    ``opencompass``: ``{"accuracy": last number before any "Question:"}``, with one
-    deliberate fix to OpenCompass: thousands separators are removed first, so
-    "1,234" reads as 1234, not 234 (OpenCompass itself scores 14 of the 1,319 gold
-    answers wrong for this reason);
+    ``opencompass``: ``{"accuracy": last number before any "Question:"}``, exactly as
+    OpenCompass's ``gsm8k_postprocess`` (so "1,234" reads as 234: OpenCompass scores 14
+    of the 1,319 gold answers wrong for this reason); ``separators=True`` is sftlab's
+    fix (thousands separators removed first), reported as a secondary metric;
     ``lm-eval``: ``{"strict-match": first "#### N", "flexible-extract": last number}``.
     None where nothing was found (OpenCompass's "NULL", lm-eval's "[invalid]").
     """
     if format == "opencompass":
-        text = _THOUSANDS.sub("", text.split("Question:")[0])
+        text = text.split("Question:")[0]
+        if separators:
+            text = _THOUSANDS.sub("", text)
         numbers = _OC_NUMBER.findall(text)
         return {"accuracy": numbers[-1] if numbers else None}
     if format == "lm-eval":

@@ -23,8 +23,8 @@ from sftlab.evaluate.tasks.base import Task, TaskContext, TaskOutput, get_task
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "openai")
-SUMMARY_FIELDS = ("task", "shots", "format", "version", "metric", "value", "stderr", "n",
-                  "outcomes")
+SUMMARY_FIELDS = ("task", "shots", "format", "config", "version", "metric", "value", "stderr",
+                  "n", "outcomes")
 
 
 @dataclass
@@ -32,7 +32,8 @@ class TaskRequest:
     """One task to run: name, shot count, format, optional local data and item limit.
 
     ``options`` carries task-specific settings (``n`` samples, ``temperature``,
-    ``max_new_tokens``, a judge's settings for judge tasks).
+    ``max_new_tokens``, a judge's settings for judge tasks); ``config`` names the
+    OpenCompass config (or ``gen`` / ``ppl``; None = the default for the shot count).
     """
 
     task: str
@@ -41,6 +42,7 @@ class TaskRequest:
     data: str | None = None
     limit: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None
 
 
 @dataclass
@@ -59,6 +61,7 @@ class EvalResult:
     predictions_path: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None  # the named OpenCompass config the score reproduces
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,8 +112,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def prepare(tasks: list[TaskRequest], template: str | None,
-            seed: int) -> list[tuple[Task, TaskContext]]:
+def prepare(tasks: list[TaskRequest], template: str | None, seed: int,
+            template_mode: str = "instruction") -> list[tuple[Task, TaskContext]]:
     """Resolve and check every task, its data included, before any model is loaded
     (all problems at once)."""
     prepared, problems = [], []
@@ -118,7 +121,8 @@ def prepare(tasks: list[TaskRequest], template: str | None,
         try:
             task = get_task(req.task)
             ctx = TaskContext(shots=req.shots, format=req.format, data=req.data, limit=req.limit,
-                              template=template, seed=seed, options=dict(req.options))
+                              template=template, seed=seed, options=dict(req.options),
+                              config=req.config, template_mode=template_mode)
             task.preflight(ctx)
             prepared.append((task, ctx))
         except UserError as err:
@@ -156,13 +160,38 @@ def _backend_defaults(backend: str, template: str | None, options: dict | None) 
     return options
 
 
+def template_mode_of(ctx: TaskContext) -> str | None:
+    """How the study template wrapped the prompts (None without one); ``rounds`` applies to
+    the opencompass format, other formats are wrapped as the instruction."""
+    if ctx.template is None:
+        return None
+    return ctx.template_mode if ctx.format == "opencompass" else "instruction"
+
+
+def config_provenance(ctx: TaskContext) -> dict[str, Any]:
+    """The config an evaluation reproduces, its kind and what sftlab substitutes."""
+    if ctx.config is None:
+        return {"config": None}
+    from sftlab.evaluate.tasks.opencompass import CONFIGS
+
+    cfg = CONFIGS[ctx.config]
+    out: dict[str, Any] = {"config": cfg.name, "config_kind": cfg.kind}
+    if cfg.postprocess:
+        out["postprocess"] = cfg.postprocess
+    if cfg.notes:
+        out["config_notes"] = cfg.notes
+    return out
+
+
 def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
             backend_prov: dict[str, Any], elapsed: float) -> EvalResult:
     path = predictions_path(out_dir, task.name, ctx.shots, ctx.format)
     provenance = {
         "task": task.name, "version": task.version, "format": ctx.format, "shots": ctx.shots,
+        **config_provenance(ctx),
         "seed": ctx.seed, "limit": ctx.limit, "data": ctx.data,
         "use_template": ctx.template is not None, "template": ctx.template,
+        "template_mode": template_mode_of(ctx),
         "options": ctx.options, "notes": out.notes, "backend": backend_prov,
         "versions": _versions(), "elapsed_s": round(elapsed, 3),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -170,16 +199,17 @@ def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
     # the file also records the secondary metrics (acc_norm, per-turn ratings, win rate ...)
     write_predictions(path, out.rows, {**provenance, "metrics": out.extra})
     return EvalResult(task.name, ctx.shots, ctx.format, task.version, out.metric, out.value,
-                      out.stderr, out.n, out.outcomes, str(path), provenance, out.extra)
+                      out.stderr, out.n, out.outcomes, str(path), provenance, out.extra,
+                      ctx.config)
 
 
 def evaluate_model(model: str, *, adapter: str | None = None, tasks: list[TaskRequest],
                    backend: str = "hf", out_dir: Path, template: str | None = None,
                    seed: int = 1234, batch_size: int | None = None, device: str | None = None,
                    dtype: str | None = None, backend_options: dict | None = None,
-                   progress: bool = True) -> list[EvalResult]:
+                   progress: bool = True, template_mode: str = "instruction") -> list[EvalResult]:
     """Load ``model`` once and run every task on it; write predictions under ``out_dir``."""
-    prepared = prepare(tasks, template, seed)
+    prepared = prepare(tasks, template, seed, template_mode)
     start = time.perf_counter()
     if progress:
         log.info("loading %s (%s backend) ...", model, backend)
@@ -210,14 +240,14 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
                       backend: str = "hf", out_dir: Path, template: str | None = None,
                       seed: int = 1234, batch_size: int | None = None, device: str | None = None,
                       dtype: str | None = None, backend_options: dict | None = None,
-                      ) -> dict[str, list[EvalResult]]:
+                      template_mode: str = "instruction") -> dict[str, list[EvalResult]]:
     """Evaluate several PEFT adapters of one base ``model`` (name -> adapter folder; None =
     the base model itself) on the same tasks; predictions go to ``out_dir/<name>/``.
 
     With the ``vllm`` backend one engine serves the base weights and every adapter is a
     LoRA request on it (``set_adapter``); other backends load base + adapter per entry.
     """
-    prepared = prepare(tasks, template, seed)
+    prepared = prepare(tasks, template, seed, template_mode)
     options = _backend_defaults(backend, template, backend_options)
     shared = None
     if backend == "vllm":
@@ -243,7 +273,8 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
 
 def score_predictions(request: TaskRequest, predictions: str | Path, *,
                       out_dir: Path | None = None, template: str | None = None,
-                      seed: int = 1234, samples: int = 1) -> EvalResult:
+                      seed: int = 1234, samples: int = 1,
+                      template_mode: str = "instruction") -> EvalResult:
     """Score outputs produced elsewhere (``sftlab score``).
 
     Every id must have exactly ``samples`` rows (a repeated id is refused, not counted
@@ -252,7 +283,7 @@ def score_predictions(request: TaskRequest, predictions: str | Path, *,
     """
     from sftlab.evaluate.backends.replay import load_outputs
 
-    [(task, ctx)] = prepare([request], template, seed)
+    [(task, ctx)] = prepare([request], template, seed, template_mode)
     outputs = load_outputs(predictions, samples=samples)
     start = time.perf_counter()
     out = task.replay(outputs, ctx)
@@ -269,5 +300,6 @@ def score_predictions(request: TaskRequest, predictions: str | Path, *,
     if out_dir is None:
         return EvalResult(task.name, ctx.shots, ctx.format, task.version, out.metric, out.value,
                           out.stderr, out.n, out.outcomes, None,
-                          {"notes": out.notes, **prov}, out.extra)
+                          {"notes": out.notes, **config_provenance(ctx), **prov}, out.extra,
+                          ctx.config)
     return _result(task, ctx, out, Path(out_dir), prov, time.perf_counter() - start)

@@ -79,7 +79,7 @@ def evaluate_job(payload: dict) -> dict:
     results = evaluate_model(
         model, adapter=adapter, tasks=tasks, backend=ev.backend, out_dir=scratch,
         template=study.template if ev.use_template else None, seed=ev.seed,
-        batch_size=ev.batch_size, progress=False)
+        batch_size=ev.batch_size, progress=False, template_mode=ev.template_mode)
     outcome = store_results(out_dir, evals, results)
     shutil.rmtree(scratch, ignore_errors=True)
     return outcome
@@ -104,7 +104,8 @@ def _task_requests(study, evals: list[dict]) -> list:
 
     return [TaskRequest(task=e["task"], shots=e["shots"], format=e["format"],
                         data=study.resolve_path(e["data"]) if e.get("data") else None,
-                        limit=e.get("limit"), options=_task_options(study, e))
+                        limit=e.get("limit"), options=_task_options(study, e),
+                        config=e.get("config"))
             for e in evals]
 
 
@@ -127,13 +128,14 @@ def _evaluate_adapters(study, payload: dict) -> dict:
         study.resolve_model_path(payload["model_path"]), adapters,
         tasks=_task_requests(study, members[0]["evals"]), backend=ev.backend, out_dir=scratch,
         template=study.template if ev.use_template else None, seed=ev.seed,
-        batch_size=ev.batch_size)
-    records = []
+        batch_size=ev.batch_size, template_mode=ev.template_mode)
+    outcome: dict = {"evals": [], "failed": {}}
     for member, name in zip(members, adapters, strict=True):
-        records += [_store_artefacts(out_dir, spec, result.to_dict())
-                    for spec, result in zip(member["evals"], results[name], strict=True)]
+        part = store_results(out_dir, member["evals"], results[name])
+        outcome["evals"] += part["evals"]
+        outcome["failed"].update(part["failed"])
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"evals": records}
+    return outcome
 
 
 def _model_and_adapter(study, payload: dict) -> tuple[str, str | None]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from sftlab.errors import UserError
 from sftlab.report import html, markdown, sections, tables
+from sftlab.report.configs import configs_section
 from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
@@ -59,6 +60,7 @@ def build_report(results: pd.DataFrame, out_dir: Path, *, options: ReportOptions
     finally:
         shutil.rmtree(work, ignore_errors=True)
     warnings = view.warnings + [f"predictions file unreadable: {p}" for p in sorted(items.missing_files)]
+    warnings += list(options.notes)
     for w in warnings:
         log.warning(w)
     return ReportSummary(
@@ -78,6 +80,7 @@ def _sections(view: StudyView, items: ItemScores, options: ReportOptions, figure
     secs = [build(ctx) for build in BUILDERS]
     if view.rows["task"].isin(suite_tasks()).any():  # only studies that ran a suite
         secs.append(suite_section(ctx))
+    secs.append(configs_section(ctx))
     secs.append(examples_section(view, deltas, items, options.examples))
     return secs
 
@@ -105,6 +108,7 @@ def _write_index(view: StudyView, options: ReportOptions, secs: list[Section], f
         f"Selection: {selection}; {view.epoch_label}.",
         f"Intervals: paired bootstrap over items, {options.resamples:,} resamples, seed {options.seed}, "
         f"{options.confidence:.0%} percentile intervals.",
+        *options.notes,
     ]
     if options.format == "md":
         index = folder / "index.md"

@@ -43,6 +43,7 @@ class ReportOptions:
     method_types: dict[str, str] = field(default_factory=dict)
     predictions_root: Path | None = None  # relative predictions paths are resolved here
     examples: int = 1  # example outputs shown per benchmark column (0 = none)
+    notes: tuple[str, ...] = ()  # shown under the title and returned as warnings (lock mismatches)
 
 
 @dataclass

@@ -87,6 +87,7 @@ class EvalSpec:
     task: str
     shots: int
     format: str
+    config: str | None = None  # the named OpenCompass config (opencompass format)
 
 
 @dataclass
@@ -381,10 +382,18 @@ def _check_checkpoint_epochs(study: Study) -> None:
 
 
 def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
+    """Everything that changes a score: the task and its version (a changed prompt or
+    scorer bumps it), format, config, shots, data, sampling settings, template, judge."""
+    from sftlab.evaluate.tasks.registry import spec_of
+
     ev = study.evaluation
-    return {"task": bench.task, "shots": shots, "format": bench.format, "data": bench.data,
+    return {"task": bench.task, "version": spec_of(bench.task).version,
+            "config": bench.config_for(shots),
+            "shots": shots, "format": bench.format, "data": bench.data,
             "limit": bench.limit, "seed": ev.seed, "max_new_tokens": bench.max_new_tokens,
             "template": study.template if ev.use_template else None,
+            "template_mode": (ev.template_mode if ev.use_template and bench.format == "opencompass"
+                              else None),
             "judge": _judge_identity(ev.judge_for(bench))}
 
 
@@ -406,5 +415,6 @@ def _evaluations(study: Study, runs: list[RunSpec], epochs: dict[str, list[int]]
             for target, model, epoch in targets:
                 who = base_paths.get(target, target)
                 eid = content_hash({"target": who, "epoch": epoch, "eval": ident})
-                out.append(EvalSpec(eid, target, model, epoch, bench.task, shots, bench.format))
+                out.append(EvalSpec(eid, target, model, epoch, bench.task, shots, bench.format,
+                                    ident["config"]))
     return out

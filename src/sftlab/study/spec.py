@@ -322,6 +322,9 @@ class BenchmarkSpec(_Strict):
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
     judge: JudgeSpec | None = None
+    # opencompass format: the OpenCompass config by name, or "gen" / "ppl" (the first config of
+    # that kind for each shot count); None: the reference study's config per shot count
+    config: str | None = None
 
     @field_validator("shots", mode="before")
     @classmethod
@@ -346,6 +349,26 @@ class BenchmarkSpec(_Strict):
             raise ValueError(_unknown("value", value, known))
         return value
 
+    @model_validator(mode="after")
+    def _known_config(self) -> BenchmarkSpec:
+        for shots in self.shots:
+            self.config_for(shots)
+        return self
+
+    def config_for(self, shots: int) -> str | None:
+        """The named config this benchmark runs at ``shots`` (None outside opencompass)."""
+        from sftlab.evaluate.tasks.opencompass import FORMAT, resolve_config
+
+        if self.format != FORMAT:
+            if self.config is not None:
+                raise ValueError(f"config {self.config!r} is only chosen in the {FORMAT} "
+                                 f"format, not {self.format}")
+            return None
+        try:
+            return resolve_config(self.task, shots, self.config)
+        except UserError as err:
+            raise ValueError("; ".join(err.problems)) from None
+
 
 class EvaluationSpec(_Strict):
     """How checkpoints are evaluated; ``judge`` is the default judge of judge-scored tasks."""
@@ -355,6 +378,9 @@ class EvaluationSpec(_Strict):
     )
     include_base: bool = True
     use_template: bool = True
+    # how the template wraps an opencompass prompt: the whole prompt as its {instruction}, or
+    # each round wrapped as HUMAN / BOT (OpenCompass's meta template), generation after the cue
+    template_mode: Literal["instruction", "rounds"] = "instruction"
     backend: Literal["hf", "vllm", "openai"] = "hf"
     batch_size: int | None = Field(None, gt=0)
     seed: int = 1234

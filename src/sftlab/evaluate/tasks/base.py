@@ -55,6 +55,8 @@ from sftlab.evaluate.tasks.registry import TaskSpec, spec_of, task_names
 
 __all__ = ["get_task", "task_names"]
 
+TEMPLATE_MODES = ("instruction", "rounds")
+
 
 @dataclass
 class TaskContext:
@@ -67,6 +69,12 @@ class TaskContext:
     template: str | None = None  # study template with {instruction} and {response}
     seed: int = 1234
     options: dict[str, Any] = field(default_factory=dict)  # task-specific (judge, n samples, ...)
+    # the named OpenCompass config (opencompass format), or "gen" / "ppl"; None = the default
+    # for the shot count. ``Task.check`` replaces it by the resolved name.
+    config: str | None = None
+    # how ``template`` wraps the prompt: "instruction" (the whole prompt is its {instruction})
+    # or "rounds" (OpenCompass's meta template: each round wrapped, opencompass format)
+    template_mode: str = "instruction"
 
 
 @dataclass
@@ -96,11 +104,14 @@ class ChoiceQuery:
 
 @dataclass
 class GenQuery:
-    """A generate-until request description."""
+    """A generate-until request description. ``rounds``: the prompt's OpenCompass structure
+    (raw strings, HUMAN / BOT rounds) when it has one, so a study template can wrap each
+    round (``template_mode: rounds``)."""
 
     prompt: str
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 256
+    rounds: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -156,6 +167,21 @@ class Task:
                             f"in format {ctx.format} (supported: {choices})")
         if ctx.limit is not None and ctx.limit < 1:
             raise UserError(f"task {self.name}: --limit must be >= 1, got {ctx.limit}")
+        ctx.config = self.resolve_config(ctx)
+        if ctx.template_mode not in TEMPLATE_MODES:
+            raise UserError(f"unknown template mode {ctx.template_mode!r} "
+                            f"(choose from {', '.join(TEMPLATE_MODES)})")
+
+    def resolve_config(self, ctx: TaskContext) -> str | None:
+        """The named config this evaluation reproduces (opencompass format), else None."""
+        from sftlab.evaluate.tasks.opencompass import FORMAT, resolve_config
+
+        if ctx.format != FORMAT:
+            if ctx.config is not None:
+                raise UserError(f"task {self.name}: a config ({ctx.config!r}) is only chosen "
+                                f"in the {FORMAT} format, not {ctx.format}")
+            return None
+        return resolve_config(self.name, ctx.shots, ctx.config)
 
     def preflight(self, ctx: TaskContext) -> None:
         """Check everything that can be checked before a model is loaded (settings, and for

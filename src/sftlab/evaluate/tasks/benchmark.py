@@ -8,7 +8,7 @@ evaluation items (``--limit`` applied) and the few-shot pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sftlab.errors import UserError
@@ -24,6 +24,7 @@ class Loaded:
     items: list[Item]
     pool: FewshotPool
     eval_path: str
+    all_items: list[Item] = field(default_factory=list)  # the whole evaluation split (no limit)
 
 
 def render_with_template(template: str | None, prompt: str) -> str:
@@ -33,6 +34,23 @@ def render_with_template(template: str | None, prompt: str) -> str:
     from sftlab.study.template import render_prompt
 
     return render_prompt(template, prompt)
+
+
+def templated_prompt(ctx: TaskContext, query: Any) -> str:
+    """A generation query's prompt under the study template: as the ``{instruction}``
+    (``template_mode: instruction``), or each OpenCompass round wrapped by the template
+    made a meta template (``rounds``, opencompass format; ``lm-eval`` prompts have no
+    rounds and stay in instruction mode)."""
+    if ctx.template is None:
+        return query.prompt
+    if ctx.template_mode == "rounds" and ctx.format == "opencompass":
+        from sftlab.evaluate.tasks.opencompass import MetaTemplate, render
+
+        if query.rounds is None:
+            raise UserError(f"template_mode rounds: this {ctx.format} prompt has no rounds "
+                            f"(config {ctx.config}); use template_mode instruction")
+        return render(query.rounds, MetaTemplate.from_template(ctx.template))
+    return render_with_template(ctx.template, query.prompt)
 
 
 class BenchmarkTask(Task):
@@ -81,7 +99,7 @@ class BenchmarkTask(Task):
                                f"({splits.fewshot_path})")
         else:
             pool = FewshotPool(all_items, from_eval=True, source=splits.eval_path)
-        return Loaded(items, pool, splits.eval_path)
+        return Loaded(items, pool, splits.eval_path, all_items)
 
     def build(self, ctx: TaskContext) -> tuple[Loaded, list[Any]]:
         """Items and their queries for ``ctx``, built once (``preflight`` builds them before

@@ -1,19 +1,27 @@
-"""Log-likelihood multiple-choice tasks (mmlu, hellaswag, boolq).
+"""Multiple-choice tasks (mmlu, hellaswag, boolq): by log-likelihood, or generated.
 
 A subclass implements ``query(item, shots, fmt) -> ChoiceQuery``. ``run`` sends
 one log-likelihood request per choice (plus, for ``mean_full``, one for the
 context itself), picks the most likely choice, and reports ``acc`` (headline)
 and ``acc_norm`` (log-likelihood divided by the continuation's characters,
 lm-evaluation-harness style) in ``extra``.
+
+Under a generative OpenCompass config (``*_gen_*``) the task instead implements
+``gen_query(item, shots, ctx) -> GenQuery`` and ``gold_label(item)``: the model writes
+an answer, the config's postprocessor (``first_option_postprocess``,
+``first_capital_postprocess``) extracts a label, and the item is correct when it equals
+the gold label (an unparsable answer is wrong, as in OpenCompass).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sftlab.errors import UserError
 from sftlab.evaluate.backends.base import Backend, LoglikelihoodRequest, LoglikelihoodResult
 from sftlab.evaluate.tasks.base import (
     ChoiceQuery,
+    GenQuery,
     Item,
     TaskContext,
     TaskOutput,
@@ -21,7 +29,13 @@ from sftlab.evaluate.tasks.base import (
     percent_metric,
     prompt_hash,
 )
-from sftlab.evaluate.tasks.benchmark import BenchmarkTask, Loaded, render_with_template
+from sftlab.evaluate.tasks.benchmark import (
+    BenchmarkTask,
+    Loaded,
+    render_with_template,
+    templated_prompt,
+)
+from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
 PROMPT_KEEP = 4000  # characters of the prompt kept in prediction rows
 
@@ -47,9 +61,36 @@ class ChoiceTask(BenchmarkTask):
     def query(self, item: Item, shots: list[Item], fmt: str) -> ChoiceQuery:
         raise NotImplementedError
 
-    def build_queries(self, ctx: TaskContext) -> tuple[Loaded, list[ChoiceQuery]]:
+    # ------------------------------------------------------------ generative configs
+
+    def generative(self, ctx: TaskContext) -> bool:
+        """Whether ``ctx`` runs a generative config (the answer is written, not ranked)."""
+        from sftlab.evaluate.tasks.opencompass import kind_of
+
+        return kind_of(ctx.config) == "gen"
+
+    def gen_query(self, item: Item, shots: list[Item], ctx: TaskContext) -> GenQuery:
+        raise NotImplementedError
+
+    def gold_label(self, item: Item) -> str:
+        """The label a generative config's extracted answer must equal."""
+        raise NotImplementedError
+
+    def _generator(self) -> ChoiceGeneration:
+        gen = getattr(self, "_gen", None)
+        if gen is None:
+            gen = self._gen = ChoiceGeneration(self)
+        return gen
+
+    def build_queries(self, ctx: TaskContext) -> tuple[Loaded, list[Any]]:
         """Load items and build each item's (templated) query."""
         self.check(ctx)
+        if self.generative(ctx):
+            return self._generator().build(ctx)
+        if ctx.template is not None and ctx.template_mode == "rounds" and ctx.format == "opencompass":
+            raise UserError(f"task {self.name}: template_mode rounds covers the generative "
+                            f"configs; {ctx.config} is scored by likelihood (use "
+                            "template_mode instruction)")
         loaded = self.load(ctx)
         queries = [templated(self.query(it, self.shots_for(it, loaded, ctx), ctx.format),
                              ctx.template) for it in loaded.items]
@@ -57,6 +98,8 @@ class ChoiceTask(BenchmarkTask):
 
     def run(self, backend: Backend, ctx: TaskContext) -> TaskOutput:
         loaded, queries = self.build(ctx)
+        if self.generative(ctx):
+            return self._generator().run(backend, ctx)
         requests: list[LoglikelihoodRequest] = []
         for q in queries:
             requests += [LoglikelihoodRequest(q.context, c) for c in q.choices]
@@ -118,6 +161,8 @@ class ChoiceTask(BenchmarkTask):
     def replay(self, outputs: dict[str, list[str]], ctx: TaskContext) -> TaskOutput:
         """Score generated texts: the choice the text starts with (or its label) is the answer."""
         loaded, queries = self.build(ctx)
+        if self.generative(ctx):
+            return self._generator().replay(outputs, ctx)
         rows = []
         for item, q in zip(loaded.items, queries, strict=True):
             texts = outputs.get(item.id)
@@ -153,3 +198,46 @@ def match_choice(text: str, choices: list[str]) -> int | None:
 
 def _ends_at_boundary(text: str, end: int) -> bool:
     return end >= len(text) or not (text[end].isalnum() and text[end - 1].isalnum())
+
+
+class ChoiceGeneration(GenerationTask):
+    """A multiple-choice task under a generative config: its items, few-shot examples and
+    notes are the owner task's; prompts come from ``owner.gen_query``, verdicts from the
+    config's postprocessor against ``owner.gold_label``."""
+
+    def __init__(self, owner: ChoiceTask) -> None:
+        self.owner = owner
+        self.spec = owner.spec
+        self.load = owner.load  # type: ignore[method-assign]
+        self.shots_for = owner.shots_for  # type: ignore[method-assign]
+        self.notes = owner.notes  # type: ignore[method-assign]
+
+    def build_queries(self, ctx: TaskContext) -> tuple[Loaded, list[GenQuery]]:
+        loaded = self.load(ctx)
+        queries = []
+        for it in loaded.items:
+            q = self.owner.gen_query(it, self.shots_for(it, loaded, ctx), ctx)
+            queries.append(GenQuery(templated_prompt(ctx, q), q.stop, q.max_new_tokens, q.rounds))
+        return loaded, queries
+
+    def score(self, items: list[Item], samples: list[list[str]],
+              ctx: TaskContext) -> list[list[SampleScore]]:
+        from sftlab.evaluate.tasks.opencompass import CONFIGS, POSTPROCESSORS
+
+        post = POSTPROCESSORS[str(CONFIGS[str(ctx.config)].postprocess)]
+        out = []
+        for item, texts in zip(items, samples, strict=True):
+            gold = self.owner.gold_label(item)
+            verdicts = []
+            for text in texts:
+                pred = post(text)
+                outcome = "parse_failure" if not pred else ("pass" if pred == gold else "fail")
+                verdicts.append(SampleScore(pred == gold, pred or None, outcome,
+                                            extra={"gold": gold}))
+            out.append(verdicts)
+        return out
+
+    def _finish(self, loaded: Loaded, queries: list[GenQuery], samples: list[list[str]],
+                ctx: TaskContext) -> TaskOutput:
+        out = super()._finish(loaded, queries, samples, ctx)
+        return self.owner.aggregate(out, loaded, ctx)

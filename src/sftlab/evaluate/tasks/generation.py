@@ -23,7 +23,11 @@ from sftlab.evaluate.tasks.base import (
     percent_metric,
     prompt_hash,
 )
-from sftlab.evaluate.tasks.benchmark import BenchmarkTask, Loaded, render_with_template
+from sftlab.evaluate.tasks.benchmark import (
+    BenchmarkTask,
+    Loaded,
+    templated_prompt,
+)
 
 PROMPT_KEEP = 4000
 
@@ -59,8 +63,7 @@ class GenerationTask(BenchmarkTask):
         queries = []
         for it in loaded.items:
             q = self.query(it, self.shots_for(it, loaded, ctx), ctx.format)
-            queries.append(GenQuery(render_with_template(ctx.template, q.prompt), q.stop,
-                                    q.max_new_tokens))
+            queries.append(GenQuery(templated_prompt(ctx, q), q.stop, q.max_new_tokens, q.rounds))
         return loaded, queries
 
     def run(self, backend: Backend, ctx: TaskContext) -> TaskOutput:

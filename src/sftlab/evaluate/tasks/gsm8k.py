@@ -3,7 +3,9 @@
 Data: ``gsm8k_test.jsonl`` (+ ``gsm8k_train.jsonl`` for few-shot) with
 ``question`` and ``answer`` (reasoning, last line ``#### N``).
 
-- ``opencompass`` (``gsm8k_gen_1d7fe4``): ``Question: {q}\\nLet's think step by
+- ``opencompass`` 0-shot (``gsm8k_0shot_gen_a58960``): ``{question}\\nPlease reason
+  step by step, and put your final answer within \\boxed{}.``, no stop, 512 tokens.
+- ``opencompass`` k-shot (``gsm8k_gen_1d7fe4``): ``Question: {q}\\nLet's think step by
   step\\nAnswer:``; 4-shot uses the config's four fixed exemplars; other k use
   the first k train items (their ``#### N`` line written as ``The answer is N``).
   Rounds are joined by ``\\n`` as OpenCompass does for base models. The answer
@@ -32,6 +34,9 @@ OC_EXEMPLARS: tuple[tuple[str, str], ...] = (
     ("A group of 4 fruit baskets contains 9 apples, 15 oranges, and 14 bananas in the first three baskets and 2 less of each fruit in the fourth basket. How many fruits are there?",  # noqa: E501
      "For the first three baskets, the number of apples and oranges in one basket is 9+15=24\nIn total, together with bananas, the number of fruits in one basket is 24+14=38 for the first three baskets.\nSince there are three baskets each having 38 fruits, there are 3*38=114 fruits in the first three baskets.\nThe number of apples in the fourth basket is 9-2=7\nThere are also 15-2=13 oranges in the fourth basket\nThe combined number of oranges and apples in the fourth basket is 13+7=20\nThe fourth basket also contains 14-2=12 bananas.\nIn total, the fourth basket has 20+12=32 fruits.\nThe four baskets together have 32+114=146 fruits.\nThe answer is 146\n"),  # noqa: E501
 )
+
+
+OC_ZERO_SHOT_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 def _oc_human(question: str) -> str:
@@ -66,12 +71,14 @@ class GSM8K(GenerationTask):
         return notes
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
+        from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
+        if fmt == "opencompass" and not shots:
+            return gen_query([Round(item.doc["question"] + OC_ZERO_SHOT_SUFFIX)], (), 512)
         if fmt == "opencompass":
-            rounds: list[str] = []
-            for s in shots:
-                rounds += [_oc_human(s.doc["question"]), s.doc.get("oc_bot") or _oc_bot(s.doc["answer"])]
-            rounds.append(_oc_human(item.doc["question"]))
-            return GenQuery("\n".join(rounds), ("Question:",), 512)
+            rounds = [Round(_oc_human(s.doc["question"]),
+                            s.doc.get("oc_bot") or _oc_bot(s.doc["answer"])) for s in shots]
+            return gen_query([*rounds, Round(_oc_human(item.doc["question"]))], ("Question:",), 512)
         parts = [f"Question: {s.doc['question']}\nAnswer: {s.doc['answer']}" for s in shots]
         prompt = "\n\n".join(parts + [f"Question: {item.doc['question']}\nAnswer:"])
         return GenQuery(prompt, ("Question:", "</s>", "<|im_end|>"), 256)
@@ -88,8 +95,11 @@ class GSM8K(GenerationTask):
             for text in texts:
                 found = gsm8k_extract(text, fmt)
                 extra = None
-                if fmt == "opencompass":
+                if fmt == "opencompass":  # headline: OpenCompass's; secondary: separators fixed
                     pred = found["accuracy"]
+                    tolerant = gsm8k_extract(text, fmt, separators=True)["accuracy"]
+                    extra = {"separator_tolerant": tolerant,
+                             "separator_tolerant_correct": gsm8k_match(tolerant, gold, fmt)}
                 else:
                     pred, flex = found["strict-match"], found["flexible-extract"]
                     extra = {"flexible": flex, "flexible_correct": gsm8k_match(flex, gold, fmt)}
@@ -103,7 +113,9 @@ class GSM8K(GenerationTask):
         from sftlab.evaluate.tasks.base import percent_metric
 
         extra = super().extra_metrics(rows, samples, by_index)
-        if rows and "flexible_correct" in next((r for r in rows if r["outcome"] != "missing"), {}):
-            extra["flexible"], extra["flexible_stderr"] = percent_metric(
-                [1.0 if r.get("flexible_correct") else 0.0 for r in rows])
+        first = next((r for r in rows if r["outcome"] != "missing"), {})
+        for name in ("flexible", "separator_tolerant"):
+            if f"{name}_correct" in first:
+                extra[name], extra[f"{name}_stderr"] = percent_metric(
+                    [1.0 if r.get(f"{name}_correct") else 0.0 for r in rows])
         return extra

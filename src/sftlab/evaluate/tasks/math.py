@@ -9,8 +9,12 @@ or ``math500_test.jsonl`` (MATH-500, the named subset). The item id is
 - ``lm-eval`` (``minerva_math``, 0-shot): ``Problem:\\n{problem}\\n\\nSolution:``,
   stop ``Problem:``.
 
-Both: correct when ``verify(parse(gold_solution), parse(output))`` (Math-Verify,
-run in worker processes with an outer timeout).
+Headline: ``opencompass``: OpenCompass's ``MATHEvaluator(version='v2')`` on
+``math_postprocess_v2`` of the output against the last ``\\boxed{}`` of the solution
+(:mod:`sftlab.evaluate.tasks.oc_math`); ``extra["math_verify"]``: Math-Verify, which
+accepts more (``\\boxed{0.5}`` for ``\\frac{1}{2}``). ``lm-eval``: Math-Verify (correct when
+``verify(parse(gold_solution), parse(output))``, run in worker processes with an outer
+timeout).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ class MATH(GenerationTask):
 
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         if fmt == "opencompass":
-            return GenQuery(item.doc["problem"] + OC_SUFFIX, (), 1024)
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
+            return gen_query([Round(item.doc["problem"] + OC_SUFFIX)], (), 1024)
         return GenQuery(f"Problem:\n{item.doc['problem']}\n\nSolution:", ("Problem:",), 1024)
 
     def score(self, items: list[Item], samples: list[list[str]],
@@ -52,16 +58,35 @@ class MATH(GenerationTask):
         pairs = [(it.doc["solution"], text) for it, texts in zip(items, samples, strict=True)
                  for text in texts]
         results = iter(verify_batch(pairs, timeout=float(ctx.options.get("math_timeout", 5.0))))
+        from sftlab.evaluate.tasks.oc_math import boxed_answer, is_equiv_v2, math_postprocess_v2
+
         out = []
-        for texts in samples:
+        for item, texts in zip(items, samples, strict=True):
             verdicts = []
-            for _ in texts:
+            gold = boxed_answer(item.doc["solution"])
+            for text in texts:
                 r = next(results)
                 if r.outcome == "ok":
                     outcome = "pass" if r.correct else "fail"
                 else:
                     outcome = r.outcome
+                if ctx.format == "opencompass":  # OpenCompass's own check is the headline
+                    pred = math_postprocess_v2(text)
+                    ok = is_equiv_v2(pred, gold)
+                    verdicts.append(SampleScore(ok, pred, "pass" if ok else "fail", extra={
+                        "gold": gold, "math_verify_correct": bool(r.correct),
+                        "math_verify_outcome": outcome, "math_verify_pred": r.pred_parsed}))
+                    continue
                 verdicts.append(SampleScore(bool(r.correct), r.pred_parsed, outcome,
                                             extra={"gold_parsed": r.gold_parsed}))
             out.append(verdicts)
         return out
+
+    def extra_metrics(self, rows, samples, by_index):  # type: ignore[no-untyped-def]
+        from sftlab.evaluate.tasks.base import percent_metric
+
+        extra = super().extra_metrics(rows, samples, by_index)
+        if any("math_verify_correct" in r for r in rows):
+            extra["math_verify"], extra["math_verify_stderr"] = percent_metric(
+                [1.0 if r.get("math_verify_correct") else 0.0 for r in rows])
+        return extra

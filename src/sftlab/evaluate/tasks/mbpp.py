@@ -9,7 +9,11 @@ id is ``task_id``. Few-shot: tasks 2, 3, 4 (both harnesses; built in).
   ``You are an expert Python programmer, and here is your task: {text} Your code
   should pass these tests:\\n\\n {tests joined by \\n}  \\n`` then ``[BEGIN]\\n``;
   the exemplars as written in the config (``[BEGIN]\\n '{code}' \\n[DONE] \\n\\n ``).
-  The code is the text between ``[BEGIN]`` / quotes and ``[DONE]``.
+  As OpenCompass 0.5.4 runs it: no stop string (up to 512 new tokens), the code taken by
+  ``MBPPEvaluator._process_answer``'s pattern cascade (``\\[BEGIN\\]\\s*'(.*)'\\s*\\[DONE\\]``
+  first, so a generation that runs on into an invented next task yields that task's
+  code), the program ``code`` then the tests with each ``assert a == b`` made type-aware
+  (``make_assertions_type_aware``: ``1 == 1.0`` fails), without ``test_setup_code``.
 - ``lm-eval`` (``mbpp.yaml``): ``...tests:\\n\\n{t0}\\n{t1}\\n{t2}\\n[BEGIN]\\n``,
   shots followed by ``{code}\\n[DONE]`` and joined by ``\\n\\n``; stop ``[DONE]``.
 
@@ -76,6 +80,91 @@ def extract_code(text: str) -> str:
     return text.strip()
 
 
+# OpenCompass's MBPPEvaluator._process_answer patterns, in its order.
+OC_ANSWER_PATTERNS = (
+    r"\[BEGIN\]\s*'(.*)'\s*\[DONE\]", r"BEGIN\s*'(.*)'\s*\[DONE\]", r"\[BEGIN\]\s*'(.*)'\s*DONE",
+    r"BEGIN\s*'(.*)'\s*DONE", r"\[BEGIN\]\s*'(.*)\s*\[DONE\]", r"BEGIN\s*'(.*)\s*\[DONE\]",
+    r"\[BEGIN\]\s*'(.*)\s*DONE", r"BEGIN\s*'(.*)\s*DONE", r"\[BEGIN\]\s*(.*)\s*\[DONE\]",
+    r"BEGIN\s*(.*)\s*\[DONE\]", r"\[BEGIN\]\s*(.*)\s*DONE", r"BEGIN\s*(.*)\s*DONE",
+    r"```python\s*(.*)\s*```", r"```\s*(.*)\s*```", r"```python\s*(.*)\s*$", r"```\s*(.*)\s*$",
+    r"(.*)\s*```.*", r"\[BEGIN\]\s*'(.*)", r"\[BEGIN\](.*)", r"'(.*)'\s*\[DONE\]",
+)
+TYPE_AWARE_EQUAL = "__opencompass_type_aware_equal"
+# The comparison OpenCompass 0.5.4 puts in place of ``==`` in the tests' asserts (same rules:
+# types must match exactly, containers element-wise, a forged ``__eq__`` result rejected).
+_TYPE_AWARE_SOURCE = f'''
+def {TYPE_AWARE_EQUAL}(actual, expected):
+    from collections.abc import Mapping
+    eq = {TYPE_AWARE_EQUAL}
+    if type(actual) is not type(expected):
+        return False
+    if isinstance(actual, (list, tuple)):
+        return len(actual) == len(expected) and all(eq(a, e) for a, e in zip(actual, expected))
+    if isinstance(actual, (Mapping, set, frozenset)):
+        if len(actual) != len(expected):
+            return False
+        pairs = list(actual.items()) if isinstance(actual, Mapping) else list(actual)
+        wanted = list(expected.items()) if isinstance(expected, Mapping) else list(expected)
+        used = set()
+        for a in pairs:
+            for i, e in enumerate(wanted):
+                if i not in used and (eq(a[0], e[0]) and eq(a[1], e[1])
+                                      if isinstance(actual, Mapping) else eq(a, e)):
+                    used.add(i)
+                    break
+            else:
+                return False
+        return True
+    try:
+        result = actual == expected
+    except Exception:
+        return False
+    return type(result) is bool and result
+'''
+
+
+def oc_extract(text: str) -> str:
+    """OpenCompass 0.5.4's ``MBPPEvaluator._process_answer``."""
+    for pattern in OC_ANSWER_PATTERNS:
+        match = re.search(pattern, text, re.DOTALL)
+        if match:
+            text = match.group(1)
+            break
+    text = text.split("```")[0]
+    text = re.split(r"'?\s*\[?DONE\]?", text)[0]
+    return text.replace("\\_", "_").strip()
+
+
+def type_aware_tests(tests: list[str]) -> str:
+    """The tests with ``assert a == b`` replaced by the type-aware comparison (OpenCompass's
+    ``make_assertions_type_aware``, via :mod:`ast`); unparsable tests are kept as they are."""
+    import ast
+
+    source = "\n".join(tests)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+
+    class Harden(ast.NodeTransformer):
+        def visit_Assert(self, node: ast.Assert) -> ast.Assert:
+            self.generic_visit(node)
+            test = node.test
+            if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+                node.test = ast.Call(func=ast.Name(id=TYPE_AWARE_EQUAL, ctx=ast.Load()),
+                                     args=[test.left, test.comparators[0]], keywords=[])
+            return node
+
+    tree = Harden().visit(tree)
+    ast.fix_missing_locations(tree)
+    return ast.unparse(tree)
+
+
+def oc_program_of(doc: dict[str, Any], code: str) -> str:
+    """The program OpenCompass runs: the code, then the type-aware tests (no setup code)."""
+    return f"{code}\n{_TYPE_AWARE_SOURCE}\n{type_aware_tests(tests_of(doc))}\n"
+
+
 def program_of(doc: dict[str, Any], code: str) -> str:
     setup = "\n".join(filter(None, [str(doc.get("test_setup_code") or ""),
                                     "\n".join(doc.get("test_imports") or [])]))
@@ -114,12 +203,13 @@ class MBPP(GenerationTask):
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         doc = item.doc
         if fmt == "opencompass":
-            rounds = [part for pair in OC_ROUNDS[: len(shots)] for part in pair]
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
             tests = "\n".join(tests_of(doc))
-            rounds.append(f"You are an expert Python programmer, and here is your task: "
-                          f"{text_of(doc)} Your code should pass these tests:\n\n {tests}  \n")
-            rounds.append("[BEGIN]\n")
-            return GenQuery("\n".join(rounds), ("[DONE]",), 512)
+            final = Round(f"You are an expert Python programmer, and here is your task: "
+                          f"{text_of(doc)} Your code should pass these tests:\n\n {tests}  \n",
+                          "[BEGIN]\n")
+            return gen_query([*(Round(h, b) for h, b in OC_ROUNDS[: len(shots)]), final], (), 512)
 
         def head(d: dict[str, Any]) -> str:
             t = tests_of(d)
@@ -131,6 +221,8 @@ class MBPP(GenerationTask):
 
     def score(self, items: list[Item], samples: list[list[str]],
               ctx: TaskContext) -> list[list[SampleScore]]:
-        codes = [[extract_code(t) for t in texts] for texts in samples]
-        programs = [[program_of(it.doc, c) for c in cs] for it, cs in zip(items, codes, strict=True)]
+        oc = ctx.format == "opencompass"
+        codes = [[(oc_extract if oc else extract_code)(t) for t in texts] for texts in samples]
+        build = oc_program_of if oc else program_of
+        programs = [[build(it.doc, c) for c in cs] for it, cs in zip(items, codes, strict=True)]
         return run_and_judge(programs, codes, ctx)

@@ -5,7 +5,14 @@ Data: ``mmlu_test.csv`` (+ ``mmlu_dev.csv`` for few-shot) with columns
 ``choices`` list (the hub's ``cais/mmlu`` shape). Few-shot: the first k dev
 items of the same subject.
 
-- ``opencompass`` (``mmlu_ppl_ac766d``): ``The following are multiple choice
+- ``opencompass``, generative (the defaults): 0-shot ``mmlu_zero_shot_gen_47e2c0``:
+  ``\\n`` (its empty ``</E>`` begin item still takes a separator) + ``There is a
+  single choice question about {subject}. Answer the question by replying A, B, C or
+  D.\\nQ: {question}\\nA. ..\\nD. ..\\nLet's think step by step. A: ``, 256 new
+  tokens; k-shot ``mmlu_gen_4d595a``: each dev example ``{hint}\\nQuestion:
+  {question}\\nA. ..\\nD. ..\\nAnswer: `` and ``{X}\\n``, then the item, joined by
+  ``\\n``; ``first_option_postprocess`` extracts the letter.
+- ``opencompass``, likelihood (``mmlu_ppl_ac766d``): ``The following are multiple choice
   questions (with answers) about  {subject}.\\n\\n`` (two spaces, as in the
   config), each shot ``{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: X\\n``
   joined by ``\\n`` and followed by ``\\n``, then the item ending ``Answer:``;
@@ -25,7 +32,7 @@ from typing import Any
 
 from sftlab.evaluate.datafiles import HubSource
 from sftlab.evaluate.fewshot import first_k
-from sftlab.evaluate.tasks.base import ChoiceQuery, Item, TaskContext, TaskOutput
+from sftlab.evaluate.tasks.base import ChoiceQuery, GenQuery, Item, TaskContext, TaskOutput
 from sftlab.evaluate.tasks.benchmark import Loaded
 from sftlab.evaluate.tasks.choice import ChoiceTask
 
@@ -66,12 +73,35 @@ class MMLU(ChoiceTask):
     def shots_for(self, item: Item, loaded: Loaded, ctx: TaskContext) -> list[Item]:
         return first_k(loaded.pool, item, ctx.shots, same_group=subject_of)
 
+    def gold_label(self, item: Item) -> str:
+        return LETTERS[answer_of(item.doc)]
+
+    def gen_query(self, item: Item, shots: list[Item], ctx: TaskContext) -> GenQuery:
+        from sftlab.evaluate.tasks.opencompass import CONFIGS, Round, gen_query
+
+        cfg = CONFIGS[str(ctx.config)]
+        hint = (f"There is a single choice question about {subject_of(item).replace('_', ' ')}."
+                " Answer the question by replying A, B, C or D.")
+
+        def options(doc: dict[str, Any]) -> str:
+            return "".join(f"{L}. {c}\n" for L, c in zip(LETTERS, choices_of(doc), strict=True))
+
+        if cfg.name == "mmlu_zero_shot_gen_47e2c0":
+            human = f"{hint}\nQ: {item.doc['question']}\n{options(item.doc)}Let's think step by step. A: "
+            return gen_query(["", Round(human)], (), cfg.max_new_tokens or 256)
+
+        def ask(doc: dict[str, Any]) -> str:
+            return f"{hint}\nQuestion: {doc['question']}\n{options(doc)}Answer: "
+
+        ices = [Round(ask(s.doc), f"{self.gold_label(s)}\n") for s in shots]
+        return gen_query([*ices, "", Round(ask(item.doc))], (), cfg.max_new_tokens or 512)
+
     def query(self, item: Item, shots: list[Item], fmt: str) -> ChoiceQuery:
         subject = subject_of(item).replace("_", " ")
         if fmt == "opencompass":
             head = f"The following are multiple choice questions (with answers) about  {subject}.\n\n"
             ices = [_question_block(s.doc, False) + f" {LETTERS[answer_of(s.doc)]}\n" for s in shots]
-            block = "\n".join(ices) + "\n" if ices else ""
+            block = "\n".join(ices) + "\n"  # 0-shot: the config with no examples, as rendered
             context = head + block + _question_block(item.doc, False)
         else:
             head = f"The following are multiple choice questions (with answers) about {subject}.\n\n"

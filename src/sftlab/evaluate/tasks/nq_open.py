@@ -3,8 +3,9 @@
 Data: the dev split (``question``, ``answer``: a list of gold strings); few-shot
 from the train split (first k).
 
-- ``opencompass`` (``nq_open_gen_e93f8a``): shots ``Q: {question}?\\nA: {answer}.\\n``
-  then ``Q: {question}?\\nA:``; stops ``Q:`` and newline for k > 0 (0-shot: no
+- ``opencompass`` (``nq_open_gen_e93f8a``): rounds ``Q: {question}?`` / ``A: {answer}.\\n``
+  per shot, then ``Q: {question}?`` / ``A:``, joined by ``\\n`` as OpenCompass does for a
+  base model (so examples are separated by a blank line); stops ``Q:`` and newline for k > 0 (0-shot: no
   stop, first line kept), up to 50 new tokens; correct when a normalised gold is
   a substring of the normalised prediction.
 - ``lm-eval`` (``nq_open.yaml``): ``Answer these questions:\\n\\n`` then shots
@@ -40,9 +41,12 @@ class NQOpen(GenerationTask):
     def query(self, item: Item, shots: list[Item], fmt: str) -> GenQuery:
         q = item.doc["question"]
         if fmt == "opencompass":
-            block = "".join(f"Q: {s.doc['question']}?\nA: {golds_of(s.doc)[0]}.\n" for s in shots)
-            stop = ("Q:", "\n") if shots else ()
-            return GenQuery(f"{block}Q: {q}?\nA:", stop, 50)
+            from sftlab.evaluate.tasks.opencompass import Round, gen_query
+
+            ices = [Round(f"Q: {s.doc['question']}?", f"A: {golds_of(s.doc)[0]}.\n") for s in shots]
+            final = Round(f"Q: {q}?", "A:")
+            items = [*ices, "", final] if shots else [final]
+            return gen_query(items, ("Q:", "\n") if shots else (), 50)
         parts = [f"Q: {s.doc['question']}?\nA: {golds_of(s.doc)[0]}" for s in shots]
         prompt = "Answer these questions:\n\n" + "\n".join(parts + [f"Q: {q}?\nA:"])
         return GenQuery(prompt, ("\n", ".", ","), 256)

@@ -20,9 +20,13 @@ report can bootstrap over items:
 - ``suite``: a task made of datasets (``llm-jp-eval``), each with its own
   aggregation.
 
-``configs`` leaves room for named configurations per format (e.g. OpenCompass's
-``gen`` and ``ppl`` configs): format -> config names, the first being the default;
-an empty mapping means one unnamed configuration per (format, shots).
+``configs`` holds the named configurations per format: format -> config names (the
+``opencompass`` format's are OpenCompass's dataset configs, defined with their shot
+counts, kinds and defaults in :mod:`sftlab.evaluate.tasks.opencompass`); an empty
+mapping means one unnamed configuration per (format, shots).
+
+``version`` changes whenever a task's prompts or scoring change; it is part of every
+evaluation id, so a bump re-runs exactly that task's evaluations.
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"task {self.name}: unknown aggregation {self.aggregation!r}")
+        if not self.configs:
+            from sftlab.evaluate.tasks.opencompass import FORMAT, configs_of
+
+            names = configs_of(self.name)
+            if names and FORMAT in self.formats:
+                object.__setattr__(self, "configs", {FORMAT: names})
 
     @property
     def bootstrappable(self) -> bool:
@@ -81,17 +91,17 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 
 for _spec in (
-    TaskSpec("math", "1", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
-    TaskSpec("gsm8k", "1", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
-    TaskSpec("mbpp", "1", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
-    TaskSpec("humaneval", "1", "humaneval:HumanEval", category="Coding"),
-    TaskSpec("hellaswag", "1", "hellaswag:HellaSwag", paper_shots=(0, 10), category="Knowledge",
+    TaskSpec("math", "2", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
+    TaskSpec("gsm8k", "3", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
+    TaskSpec("mbpp", "2", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
+    TaskSpec("humaneval", "2", "humaneval:HumanEval", category="Coding"),
+    TaskSpec("hellaswag", "2", "hellaswag:HellaSwag", paper_shots=(0, 10), category="Knowledge",
              smoke=True),
-    TaskSpec("nq_open", "1", "nq_open:NQOpen", paper_shots=(0, 1, 5, 25), category="Knowledge",
+    TaskSpec("nq_open", "2", "nq_open:NQOpen", paper_shots=(0, 1, 5, 25), category="Knowledge",
              smoke=True),
-    TaskSpec("boolq", "1", "boolq:BoolQ", paper_shots=(0, 1, 5), category="Knowledge",
+    TaskSpec("boolq", "2", "boolq:BoolQ", paper_shots=(0, 1, 5), category="Knowledge",
              smoke=True),
-    TaskSpec("mmlu", "1", "mmlu:MMLU", paper_shots=(0, 5), category="Knowledge", smoke=True,
+    TaskSpec("mmlu", "2", "mmlu:MMLU", paper_shots=(0, 5), category="Knowledge", smoke=True,
              aggregation="macro"),
     TaskSpec("mt_bench", "1", "mt_bench:MTBench", category="Subjective", scale=1.0, judge=True),
     TaskSpec("ja_mt_bench", "1", "mt_bench:ja_mt_bench", category="Subjective", scale=1.0,
