@@ -15,8 +15,8 @@ import httpx
 import pytest
 import uvicorn
 
+from sftlab.models.runtime import load_for_inference
 from sftlab.serve.app import create_app
-from sftlab.serve.engine import load_model
 from sftlab.serve.schemas import ServeLimits
 
 LIMITS = ServeLimits(max_body_bytes=64 * 1024, max_rows=16, max_request_tokens=2048)
@@ -24,7 +24,8 @@ LIMITS = ServeLimits(max_body_bytes=64 * 1024, max_rows=16, max_request_tokens=2
 
 @pytest.fixture(scope="module")
 def tiny(tiny_llama):
-    return load_model(str(tiny_llama), device="cpu")
+    loaded = load_for_inference(str(tiny_llama), device="cpu")
+    return loaded.model, loaded.tokenizer
 
 
 class LiveServer:
