@@ -65,6 +65,20 @@ def backend_options(backend: str, base_url: str | None, api_key_env: str | None,
     return {"max_batch_tokens": max_batch_tokens} if max_batch_tokens and backend == "hf" else {}
 
 
+def sampling_options(samples: int = 1, temperature: float | None = None,
+                     top_p: float | None = None, seed: int | None = None,
+                     ks: str | None = None) -> dict:
+    """Task options from the sampling flags (validated; see :mod:`sftlab.evaluate.sampling`)."""
+    from sftlab.evaluate.sampling import Sampling, parse_ks
+
+    try:
+        sampling = Sampling(samples, temperature, top_p, seed,
+                            parse_ks(ks) if ks is not None else None)
+    except UserError as err:
+        raise UserError([f"--{p}".replace("--top_p", "--top-p") for p in err.problems]) from err
+    return sampling.to_options()
+
+
 def judge_options(base_url: str | None, model: str | None, api_key_env: str | None,
                   max_tokens: int | None, prompts: Path | None,
                   cache_dir: Path | None) -> dict:
@@ -193,7 +207,10 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="Folder for predictions (default: sftlab-eval/<model name>)."),
         template: str | None = typer.Option(None, "--template", help="Study template with {instruction} and {response}: the task prompt becomes the instruction."),
         seed: int = typer.Option(1234, "--seed", help="Seed for sampling."),
-        n: int = typer.Option(1, "--n", help="Samples per item for generation tasks (pass@k)."),
+        samples: int = typer.Option(1, "--samples", "--n", help="Samples per item for generation tasks (pass@K; math, gsm8k: cons@K, maj@K too)."),
+        temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature (default: 0.8 with --samples > 1, else greedy)."),
+        top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling (default: 0.95 with --samples > 1)."),
+        ks: str | None = typer.Option(None, "--k", help="k values to report, e.g. 1,4,16 (default: 1, 2, 4 ... up to --samples)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Rows per forward pass (hf)."),
         max_batch_tokens: int | None = typer.Option(None, "--max-batch-tokens", help="Token budget per batch (hf)."),
@@ -215,9 +232,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
-        if n < 1:
-            raise UserError(f"--n must be >= 1, got {n}")
-        options: dict = {"n": n} if n > 1 else {}
+        options = sampling_options(samples, temperature, top_p, seed=None, ks=ks)
         if max_new_tokens is not None:
             if max_new_tokens < 1:
                 raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

@@ -255,7 +255,9 @@ def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
     return {"task": bench.task, "shots": shots, "format": bench.format, "data": bench.data,
             "limit": bench.limit, "seed": ev.seed, "max_new_tokens": bench.max_new_tokens,
             "template": study.template if ev.use_template else None,
-            "judge": _judge_identity(ev.judge_for(bench))}
+            "judge": _judge_identity(ev.judge_for(bench)),
+            # only when sampled, so the ids of greedy evaluations stay what they were
+            **({"sampling": sampling} if (sampling := bench.sampling_options()) else {})}
 
 
 def _judge_identity(judge) -> dict | None:

@@ -231,6 +231,26 @@ class BenchmarkSpec(_Strict):
     limit: int | None = Field(None, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # cap on generated tokens (task default)
     judge: JudgeSpec | None = None
+    # repeated sampling (generation tasks; sftlab.evaluate.sampling): n samples per item,
+    # pass@K (math, gsm8k: cons@K, maj@K too) for each K in k
+    samples: int = Field(1, gt=0)
+    temperature: float | None = Field(None, ge=0)  # default 0.8 with samples > 1, else greedy
+    top_p: float | None = Field(None, gt=0, le=1)  # default 0.95 with samples > 1
+    seed: int | None = None  # default: evaluation.seed
+    k: list[Annotated[int, Field(gt=0)]] | None = None  # default 1, 2, 4 ... up to samples
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The task options of the sampling keys that differ from their defaults."""
+        from sftlab.evaluate.sampling import Sampling
+
+        return Sampling(self.samples, self.temperature, self.top_p, self.seed,
+                        tuple(self.k) if self.k else None).to_options()
+
+    @model_validator(mode="after")
+    def _k_within_samples(self) -> BenchmarkSpec:
+        if self.k and max(self.k) > self.samples:
+            raise ValueError(f"k: {max(self.k)} is more than samples ({self.samples})")
+        return self
 
     @field_validator("shots", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """The replay path: outputs produced elsewhere, read from a JSONL file and scored.
 
 The file has one row per sample: ``{"id": ..., "output": ...}``; several rows with
-the same id are several samples. ``id`` is the benchmark's own id where it has
+the same id are several samples. A predictions file sftlab wrote is read as it is:
+``item_id`` stands for ``id``, and a row's ``samples`` list (written when an item has
+several) gives all its outputs. ``id`` is the benchmark's own id where it has
 one (HumanEval / MBPP ``task_id``, MATH ``unique_id``) and the 0-based row index
 of the data file otherwise. ``output`` is exactly the text generated after the
 prompt.
@@ -31,15 +33,33 @@ def load_outputs(path: str | Path) -> dict[str, list[str]]:
             except json.JSONDecodeError as err:
                 problems.append(f"line {n}: not JSON ({err.msg})")
                 continue
-            if not isinstance(row, dict) or "id" not in row or "output" not in row:
-                problems.append(f"line {n}: needs keys 'id' and 'output'")
+            key = "id" if isinstance(row, dict) and "id" in row else "item_id"
+            if not isinstance(row, dict) or key not in row or "output" not in row:
+                problems.append(f"line {n}: needs keys 'id' (or 'item_id') and 'output'")
                 continue
-            if not isinstance(row["output"], str):
-                problems.append(f"line {n}: 'output' must be a string")
+            texts = _texts(row)
+            if texts is None:
+                problems.append(f"line {n}: 'output' must be a string (and 'samples' a list "
+                                "of objects with a string 'output')")
                 continue
-            outputs.setdefault(str(row["id"]), []).append(row["output"])
+            if texts:  # a row sftlab wrote for an item with no output ("missing") adds none
+                outputs.setdefault(str(row[key]), []).extend(texts)
         if problems:
             raise UserError(problems[:20], where=str(path))
     if not outputs:
         raise UserError("no predictions in the file", where=str(path))
     return outputs
+
+
+def _texts(row: dict) -> list[str] | None:
+    """The outputs of one row: its ``samples``' outputs, else its ``output``; None when
+    malformed."""
+    samples = row.get("samples")
+    if samples is not None:
+        if not isinstance(samples, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("output"), str) for s in samples):
+            return None
+        return [s["output"] for s in samples]
+    if row["output"] is None and row.get("outcome") == "missing":
+        return []
+    return [row["output"]] if isinstance(row["output"], str) else None

@@ -64,13 +64,17 @@ class GenerationTask(BenchmarkTask):
         return loaded, queries
 
     def run(self, backend: Backend, ctx: TaskContext) -> TaskOutput:
+        from sftlab.evaluate.sampling import Sampling
+
         loaded, queries = self.build(ctx)
-        n = int(ctx.options.get("n", 1))
-        temperature = float(ctx.options.get("temperature", 0.0 if n == 1 else 0.8))
-        top_p = float(ctx.options.get("top_p", 1.0 if n == 1 else 0.95))
-        requests = [GenerateRequest(q.prompt, q.stop, int(ctx.options.get("max_new_tokens",
-                                                                          q.max_new_tokens)),
-                                    temperature, top_p, n, ctx.seed) for q in queries]
+        sampling = Sampling.from_options(ctx.options)
+        temperature, top_p = sampling.resolved()
+        seed = ctx.seed if sampling.seed is None else sampling.seed
+        cap = ctx.options.get("max_new_tokens")
+        # key = the item id: a sample's randomness depends on (seed, item, index) only
+        requests = [GenerateRequest(q.prompt, q.stop, int(cap or q.max_new_tokens), temperature,
+                                    top_p, sampling.samples, seed, key=it.id)
+                    for it, q in zip(loaded.items, queries, strict=True)]
         results = backend.generate(requests)
         samples = [list(r.texts) for r in results]
         return self._finish(loaded, queries, samples, ctx)
@@ -89,8 +93,10 @@ class GenerationTask(BenchmarkTask):
                 for i, (it, q, s) in enumerate(zip(loaded.items, queries, samples, strict=True))]
         value, se = percent_metric([r["score"] for r in rows])
         extra = self.extra_metrics(rows, samples, by_index)
+        sampled, sampling_note = self.sampling_metrics(rows, samples, by_index, ctx)
+        notes = self.notes(loaded, ctx) | ({"sampling": sampling_note} if sampling_note else {})
         return TaskOutput(self.headline, value, se, len(rows), rows, self._outcomes(rows, by_index),
-                          extra, self.notes(loaded, ctx))
+                          extra | sampled, notes)
 
     def _row(self, item: Item, q: GenQuery, texts: list[str],
              verdicts: list[SampleScore] | None) -> dict[str, Any]:
@@ -110,7 +116,8 @@ class GenerationTask(BenchmarkTask):
         if len(verdicts) > 1:
             row["n_samples"] = len(verdicts)
             row["n_correct"] = sum(v.correct for v in verdicts)
-            row["samples"] = [{"output": t, "extracted": v.extracted, "outcome": v.outcome}
+            row["samples"] = [{"output": t, "extracted": v.extracted, "correct": v.correct,
+                               "outcome": v.outcome}
                               for t, v in zip(texts, verdicts, strict=True)]
         return row
 
@@ -126,16 +133,89 @@ class GenerationTask(BenchmarkTask):
 
     def extra_metrics(self, rows: list[dict[str, Any]], samples: list[list[str]],
                       by_index: dict[int, list[SampleScore]]) -> dict[str, Any]:
-        """Secondary metrics; by default unbiased pass@k for k <= the smallest sample count."""
-        from sftlab.evaluate.metrics import pass_at_k
+        """Secondary metrics of the task (acc_norm, flexible match ...); none by default."""
+        return {}
 
+    # ----------------------------------------------------------- repeated sampling
+
+    votes: bool = False  # answers can be voted on: cons@K / maj@K (math, gsm8k)
+
+    def vote_answers(self, texts: list[str], verdicts: list[SampleScore]) -> list[str | None]:
+        """The answer strings maj@K votes on (exact equality); None = no answer."""
+        return [None if v.outcome == "parse_failure" or v.extracted in (None, "")
+                else str(v.extracted) for v in verdicts]
+
+    def consensus_inputs(self, texts: list[str],
+                         verdicts: list[SampleScore]) -> list[str | None]:
+        """What Math-Verify compares for cons@K (default: the extracted answers)."""
+        return self.vote_answers(texts, verdicts)
+
+    def sampling_metrics(self, rows: list[dict[str, Any]], samples: list[list[str]],
+                         by_index: dict[int, list[SampleScore]],
+                         ctx: TaskContext) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``pass@K`` (and ``cons@K``, ``maj@K`` for tasks that vote) over the samples of
+        each item (:mod:`sftlab.evaluate.sampling`); nothing for one sample per item
+        unless ``k`` is asked for. Returns the metrics and a note on how they were made."""
+        from sftlab.evaluate.sampling import (
+            Sampling,
+            check_ks,
+            default_ks,
+            sample_scores,
+            subsets_note,
+        )
+
+        sampling = Sampling.from_options(ctx.options)
         if not by_index:
-            return {}
+            return {}, {}
         n_min = min(len(v) for v in by_index.values())
-        extra: dict[str, Any] = {}
-        for k in (1, 5, 10, 100):
-            if 1 < k <= n_min:
-                vals = [pass_at_k(len(v), sum(s.correct for s in v), k) if v else 0.0
-                        for v in (by_index.get(i, []) for i in range(len(rows)))]
-                extra[f"pass@{k}"] = 100.0 * sum(vals) / len(vals)
-        return extra
+        if sampling.k is None and n_min < 2:
+            return {}, {}
+        ks = sampling.k or default_ks(n_min)
+        check_ks(ks, {rows[i]["item_id"]: len(v) for i, v in by_index.items()})
+        seed = ctx.seed if sampling.seed is None else sampling.seed
+        correct = [[s.correct for s in by_index[i]] if i in by_index else None
+                   for i in range(len(rows))]
+        answers = equivalence = None
+        if self.votes:
+            answers = [self.vote_answers(samples[i], by_index[i]) if i in by_index else []
+                       for i in range(len(rows))]
+            inputs = {i: self.consensus_inputs(samples[i], by_index[i]) for i in by_index}
+            timeout = float(ctx.options.get("math_timeout", 5.0))
+
+            def equivalence(_: list) -> list[list[list[bool]]]:
+                return _math_verify_matrices([inputs[i] for i in sorted(inputs)], timeout)
+
+            for i in by_index:  # a sample votes in cons@K when Math-Verify had an input
+                answers[i] = [a if x is not None else None
+                              for a, x in zip(answers[i], inputs[i], strict=True)]
+        metrics, _ = sample_scores(correct, ks, answers=answers, equivalence=equivalence,
+                                   seed=seed)
+        temperature, top_p = sampling.resolved()
+        note: dict[str, Any] = {"samples": n_min, "k": list(ks), "seed": seed,
+                                "temperature": temperature, "top_p": top_p,
+                                "pass@k": "unbiased estimator (Chen et al. 2021)"}
+        if self.votes:
+            note["votes"] = (subsets_note(n_min, ks, seed) + "; cons: Math-Verify equivalence "
+                             "both ways, greedy clusters in order of appearance; maj: exact "
+                             "strings; largest cluster wins, ties by first appearance; a "
+                             "sample without an answer does not vote")
+        return metrics, note
+
+
+def _math_verify_matrices(groups: list[list[str | None]],
+                          timeout: float) -> list[list[list[bool]]]:
+    """Math-Verify equivalence (both directions) of each group's answers; None never
+    equals anything."""
+    from sftlab.evaluate.math_check import equivalence_matrices
+
+    kept = [[a for a in g if a is not None] for g in groups]
+    inner = equivalence_matrices(kept, timeout=timeout)
+    out = []
+    for g, m in zip(groups, inner, strict=True):
+        idx = [i for i, a in enumerate(g) if a is not None]
+        full = [[False] * len(g) for _ in g]
+        for a, i in enumerate(idx):
+            for b, j in enumerate(idx):
+                full[i][j] = m[a][b]
+        out.append(full)
+    return out

@@ -1,0 +1,164 @@
+"""Repeated sampling: samples per item, batch/order invariance, pass@K / cons@K / maj@K."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eval_fixtures import write_benchmarks
+
+from sftlab.cli import main
+from sftlab.evaluate.metrics import pass_at_k
+from sftlab.evaluate.predictions import read_predictions
+from sftlab.evaluate.runner import TaskRequest, score_predictions
+from sftlab.evaluate.sampling import Sampling, default_ks
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_benchmarks(tmp_path_factory.mktemp("bench"))
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_json(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+# ------------------------------------------------------------- hand-built replays
+
+MATH_ITEMS = [
+    {"unique_id": "join", "problem": "p1", "solution": r"so \boxed{\frac{1}{2}}"},
+    {"unique_id": "tie", "problem": "p2", "solution": r"so \boxed{\frac{1}{2}}"},
+    {"unique_id": "tie-wrong", "problem": "p3", "solution": r"so \boxed{3}"},
+]
+MATH_SAMPLES = {
+    # string votes: four different strings, the first ("1/3") wins; Math-Verify joins
+    # the three forms of 1/2, which win 3-1
+    "join": [r"\boxed{1/3}", r"\boxed{\frac{1}{2}}", r"\boxed{0.5}", r"\boxed{\frac{2}{4}}"],
+    # strings: "1/3" wins 2-1-1; Math-Verify: 1/2 and 1/3 tie 2-2, 1/2 was seen first
+    "tie": [r"\boxed{\frac{1}{2}}", r"\boxed{1/3}", r"\boxed{0.5}", r"\boxed{1/3}"],
+    # a 2-2 tie of 2 and 3: 2 is seen first and wins, so the vote is wrong
+    "tie-wrong": [r"\boxed{2}", r"\boxed{3}", r"\boxed{3}", r"\boxed{2}"],
+}
+
+
+def test_math_votes_on_hand_built_cases(tmp_path):
+    data = write_jsonl(tmp_path / "math_test.jsonl", MATH_ITEMS)
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": i, "output": o}
+                                               for i, outs in MATH_SAMPLES.items() for o in outs])
+    res = score_predictions(TaskRequest("math", 0, "opencompass", str(data),
+                                        options={"k": [1, 2, 4]}), preds)
+    e = res.extra
+    # per item pass@1: 3/4, 2/4, 2/4; pass@4: every item has a correct sample
+    assert e["pass@1"] == pytest.approx(100 * (3 / 4 + 2 / 4 + 2 / 4) / 3)
+    assert e["pass@4"] == pytest.approx(100.0)
+    assert e["cons@4"] == pytest.approx(100 * (1 + 1 + 0) / 3)
+    assert e["maj@4"] == pytest.approx(0.0)
+    # k=2 over all 6 pairs; the first of two different answers wins.
+    # tie-wrong (2,3,3,2): right only when the pair starts with a 3: (1,2),(1,3),(2,3) -> 3/6
+    # join, cons: pairs starting at 1/3 (0,*) are wrong -> 3/6; maj: the same
+    # tie, cons: (0,1) (0,2) (0,3) right, (1,2) (1,3) 1/3 wrong, (2,3) 0.5 right -> 4/6
+    # tie, maj: as cons but (0,2) "\frac12" vs "0.5" -> first -> right too -> 4/6
+    assert e["cons@2"] == pytest.approx(100 * (3 / 6 + 4 / 6 + 3 / 6) / 3)
+    assert e["maj@2"] == pytest.approx(100 * (3 / 6 + 4 / 6 + 3 / 6) / 3)
+    assert e["cons@1"] == pytest.approx(e["pass@1"]) and e["maj@1"] == pytest.approx(e["pass@1"])
+    assert "Math-Verify" in res.provenance["notes"]["sampling"]["votes"]
+
+
+def test_gsm8k_votes_join_numbers_that_strings_split(data, tmp_path):
+    # item 0 (gold 5): strings 5.0 / 7 / 5 / 7 -> "7" wins; Math-Verify: {5.0, 5} ties {7, 7}
+    # and was seen first. item 1 (gold 2400): one sample has no number and does not vote.
+    preds = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": 0, "output": "so 5.0"}, {"id": 0, "output": "so 7"},
+        {"id": 0, "output": "so 5"}, {"id": 0, "output": "so 7"},
+        {"id": 1, "output": "no idea"}, {"id": 1, "output": "2,400"},
+        {"id": 1, "output": "it is 2400"}, {"id": 1, "output": "12"},
+    ])
+    res = score_predictions(TaskRequest("gsm8k", 0, "opencompass", str(data),
+                                        options={"k": [1, 4]}), preds)
+    assert res.extra["maj@4"] == pytest.approx(50.0)  # item 1: "2400" twice wins
+    assert res.extra["cons@4"] == pytest.approx(100.0)
+    assert res.extra["pass@1"] == pytest.approx(100 * (2 / 4 + 2 / 4) / 2) == res.value
+
+
+def test_score_reads_back_sftlab_predictions_with_k(data, tmp_path, capsys):
+    out = tmp_path / "scored"
+    preds = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": i, "output": o} for i, outs in {0: ["5", "7", "5"], 1: ["1", "2400", "3"]}.items()
+        for o in outs])
+    first = run_json(capsys, ["score", "--task", "gsm8k:0", "--data", str(data), "--predictions",
+                              str(preds), "--k", "1,3", "--out", str(out), "--json"])
+    metrics = {r["metric"]: r["value"] for r in first["results"]}
+    assert set(metrics) == {"acc", "pass@1", "pass@3", "cons@1", "cons@3", "maj@1", "maj@3"}
+    assert metrics["pass@3"] == 100.0 and metrics["cons@3"] == 50.0
+    written = out / "gsm8k-0shot-opencompass.jsonl"
+    rows = read_predictions(written)
+    assert [len(r["samples"]) for r in rows] == [3, 3] and "item_id" in rows[0]
+    again = run_json(capsys, ["score", "--task", "gsm8k:0", "--data", str(data), "--predictions",
+                              str(written), "--k", "1,3", "--json"])
+    assert again["results"] == first["results"]
+    code = main(["score", "--task", "gsm8k:0", "--data", str(data), "--predictions", str(preds),
+                 "--k", "1,4"])
+    assert code == 2 and "k=4" in capsys.readouterr().err
+
+
+def test_sampling_settings_are_validated():
+    assert default_ks(16) == (1, 2, 4, 8, 16) and default_ks(6) == (1, 2, 4, 6)
+    assert Sampling(4).resolved() == (0.8, 0.95) and Sampling(1).resolved() == (0.0, 1.0)
+    with pytest.raises(Exception, match="top_p"):
+        Sampling(2, top_p=1.5)
+
+
+def test_eval_rejects_bad_sampling_flags(data, tmp_path, capsys):
+    code = main(["eval", "--model", "x", "--task", "gsm8k:0", "--data", str(data),
+                 "--samples", "0"])
+    assert code == 2 and "--samples must be >= 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- sampling runs
+
+
+def _samples(path):
+    return {r["item_id"]: [s["output"] for s in r["samples"]] for r in read_predictions(path)}
+
+
+def test_samples_are_kept_and_batch_invariant(tiny_llama, data, tmp_path, capsys):
+    runs = {}
+    for bs in (1, 8):
+        out = tmp_path / f"bs{bs}"
+        payload = run_json(capsys, ["eval", "--model", str(tiny_llama), "--task", "gsm8k:0",
+                                    "--data", str(data), "--samples", "4", "--seed", "7",
+                                    "--max-new-tokens", "8", "--batch-size", str(bs),
+                                    "--out", str(out), "--json"])
+        runs[bs] = _samples(out / "gsm8k-0shot-opencompass.jsonl")
+        names = [r["metric"] for r in payload["results"]]
+        assert names == ["acc", "pass@1", "pass@2", "pass@4", "cons@1", "cons@2", "cons@4",
+                         "maj@1", "maj@2", "maj@4"]
+    assert runs[1] == runs[8]
+    assert all(len(v) == 4 for v in runs[1].values())
+    assert len({t for v in runs[1].values() for t in v}) > 2  # the samples differ
+
+
+def test_a_samples_randomness_ignores_the_other_requests(tiny_llama):
+    from sftlab.evaluate.backends.base import GenerateRequest
+    from sftlab.evaluate.backends.hf import HFBackend
+
+    be = HFBackend(str(tiny_llama), device="cpu", batch_size=4)
+    a = GenerateRequest("Question: one", (), 6, 0.8, 0.95, 3, 5, key="a")
+    b = GenerateRequest("Question: two plus two", (), 6, 0.8, 0.95, 3, 5, key="b")
+    alone = be.generate([a])[0].texts
+    assert be.generate([b, a])[1].texts == alone
+    assert HFBackend(str(tiny_llama), device="cpu", batch_size=1).generate([a, b])[0].texts == alone
+    other_seed = GenerateRequest("Question: one", (), 6, 0.8, 0.95, 3, 6, key="a")
+    assert be.generate([other_seed])[0].texts != alone
+
+
+def test_exact_pass_at_k_matches_the_estimator():
+    assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)
