@@ -162,3 +162,39 @@ def test_a_samples_randomness_ignores_the_other_requests(tiny_llama):
 
 def test_exact_pass_at_k_matches_the_estimator():
     assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)
+
+
+# ------------------------------------------------------------------------- studies
+
+
+def _study(**bench):
+    return {
+        "name": "s", "models": [{"name": "m", "path": "org/m"}],
+        "datasets": [{"name": "d", "format": "alpaca", "path": "d.json"}],
+        "grid": {"sizes": [10], "methods": ["full"], "settings": ["single"]},
+        "methods": {"full": {"learning_rate": 1e-5, "batch_size": 8, "epochs": 1}},
+        "evaluation": {"benchmarks": [{"task": "gsm8k", "shots": 0, **bench}]},
+    }
+
+
+def test_study_benchmark_sampling_keys_reach_the_task():
+    from sftlab.errors import UserError
+    from sftlab.execute.handlers import _task_options
+    from sftlab.orchestrate import _eval_payload
+    from sftlab.study import plan, study_from_dict
+    from sftlab.study.plan import eval_identity
+
+    greedy = plan(study_from_dict(_study()))
+    assert "sampling" not in eval_identity(greedy.study, greedy.study.evaluation.benchmarks[0], 0)
+    sampled_study = study_from_dict(_study(samples=8, temperature=0.6, k=[1, 8], seed=3))
+    sampled = plan(sampled_study)
+    # a greedy benchmark keeps its eval ids; a sampled one is a different evaluation
+    assert {e.id for e in greedy.evaluations}.isdisjoint(e.id for e in sampled.evaluations)
+    bench = sampled_study.evaluation.benchmarks[0]
+    payload = _eval_payload(sampled.evaluations[0], bench)
+    options = _task_options(sampled_study, payload)
+    assert Sampling.from_options(options) == Sampling(8, 0.6, None, 3, (1, 8))
+    assert _task_options(greedy.study, _eval_payload(greedy.evaluations[0],
+                                                     greedy.study.evaluation.benchmarks[0])) == {}
+    with pytest.raises(UserError, match=r"evaluation\.benchmarks\[0\]\.k: 16 is more than samples \(4\)"):
+        study_from_dict(_study(samples=4, k=[1, 16]))

@@ -246,11 +246,13 @@ class BenchmarkSpec(_Strict):
         return Sampling(self.samples, self.temperature, self.top_p, self.seed,
                         tuple(self.k) if self.k else None).to_options()
 
-    @model_validator(mode="after")
-    def _k_within_samples(self) -> BenchmarkSpec:
-        if self.k and max(self.k) > self.samples:
-            raise ValueError(f"k: {max(self.k)} is more than samples ({self.samples})")
-        return self
+    @field_validator("k")
+    @classmethod
+    def _k_within_samples(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        samples = info.data.get("samples", 1)
+        if value and max(value) > samples:
+            raise ValueError(f"{max(value)} is more than samples ({samples})")
+        return value
 
     @field_validator("shots", mode="before")
     @classmethod
