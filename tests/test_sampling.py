@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from eval_fixtures import write_benchmarks
 
@@ -142,6 +143,9 @@ def test_samples_are_kept_and_batch_invariant(tiny_llama, data, tmp_path, capsys
         assert names == ["acc", "pass@1", "pass@2", "pass@4", "cons@1", "cons@2", "cons@4",
                          "maj@1", "maj@2", "maj@4"]
     assert runs[1] == runs[8]
+    [row, *_] = read_predictions(tmp_path / "bs1" / "gsm8k-0shot-opencompass.jsonl")
+    assert set(row["at_k"]) >= {"pass@4", "cons@4", "maj@4"}
+    assert all(0 < s["tokens"] <= 8 for s in row["samples"])
     assert all(len(v) == 4 for v in runs[1].values())
     assert len({t for v in runs[1].values() for t in v}) > 2  # the samples differ
 
@@ -198,3 +202,33 @@ def test_study_benchmark_sampling_keys_reach_the_task():
                                                      greedy.study.evaluation.benchmarks[0])) == {}
     with pytest.raises(UserError, match=r"evaluation\.benchmarks\[0\]\.k: 16 is more than samples \(4\)"):
         study_from_dict(_study(samples=4, k=[1, 16]))
+
+
+# -------------------------------------------------------------------------- report
+
+
+def test_report_shows_scores_against_k_with_cost(tmp_path):
+    from sftlab.report import ReportOptions, build_report
+
+    path = tmp_path / "p.jsonl"
+    write_jsonl(path, [
+        {"item_id": str(i), "score": 0.5, "output": "", "extracted": "", "correct": True,
+         "outcome": "pass", "samples": [{"output": "", "tokens": 10}] * 4,
+         "at_k": {"pass@1": 0.5, "pass@4": 1.0, "cons@1": 0.5, "cons@4": float(i % 2),
+                  "maj@1": 0.5, "maj@4": 0.0}} for i in range(6)])
+    row = {"run_id": "base-m", "model": "m", "method": "base", "setting": "base",
+           "datasets": "", "size": 0, "epoch": 0, "task": "gsm8k", "shots": 0,
+           "format": "opencompass", "metric": "accuracy", "value": 50.0, "stderr": 1.0, "n": 6,
+           "eval_id": "e1", "predictions_path": str(path)}
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "e1.json").write_text(json.dumps({"provenance": {"elapsed_s": 8.0}}))
+    summary = build_report(pd.DataFrame([row]), tmp_path / "report",
+                           options=ReportOptions(resamples=200, predictions_root=tmp_path))
+    assert "sampling" in [s.key for s in summary.sections if s.present]
+    table = pd.read_csv(tmp_path / "report" / "tables" / "sampling.csv")
+    point = table[(table["kind"] == "cons") & (table["k"] == 4)].iloc[0]
+    assert point["value"] == pytest.approx(50.0) and point["low"] < 50 < point["high"]
+    assert point["tokens"] == pytest.approx(40.0) and point["seconds"] == pytest.approx(8.0)
+    one = table[(table["kind"] == "pass") & (table["k"] == 1)].iloc[0]
+    assert one["tokens"] == pytest.approx(10.0) and one["seconds"] == pytest.approx(2.0)
+    assert len(list((tmp_path / "report" / "figures").glob("sampling_*.png"))) == 1

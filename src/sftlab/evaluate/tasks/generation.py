@@ -77,7 +77,12 @@ class GenerationTask(BenchmarkTask):
                     for it, q in zip(loaded.items, queries, strict=True)]
         results = backend.generate(requests)
         samples = [list(r.texts) for r in results]
-        return self._finish(loaded, queries, samples, ctx)
+        out = self._finish(loaded, queries, samples, ctx)
+        for row, r in zip(out.rows, results, strict=True):  # the cost of the samples
+            if "samples" in row and len(r.n_completion_tokens) == len(row["samples"]):
+                for sample, tokens in zip(row["samples"], r.n_completion_tokens, strict=True):
+                    sample["tokens"] = tokens
+        return out
 
     def replay(self, outputs: dict[str, list[str]], ctx: TaskContext) -> TaskOutput:
         loaded, queries = self.build(ctx)
@@ -188,8 +193,11 @@ class GenerationTask(BenchmarkTask):
             for i in by_index:  # a sample votes in cons@K when Math-Verify had an input
                 answers[i] = [a if x is not None else None
                               for a, x in zip(answers[i], inputs[i], strict=True)]
-        metrics, _ = sample_scores(correct, ks, answers=answers, equivalence=equivalence,
-                                   seed=seed)
+        metrics, per_item = sample_scores(correct, ks, answers=answers, equivalence=equivalence,
+                                          seed=seed)
+        for row, values in zip(rows, per_item, strict=True):  # per item, for the report
+            if values:
+                row["at_k"] = values
         temperature, top_p = sampling.resolved()
         note: dict[str, Any] = {"samples": n_min, "k": list(ks), "seed": seed,
                                 "temperature": temperature, "top_p": top_p,
