@@ -31,7 +31,7 @@ BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
     sections.shots_section, sections.lora_section, sections.sizes_section,
-    sections.categories_section, sampling_section, synth_funnel_section,
+    sections.categories_section, synth_funnel_section, sampling_section,
 )
 
 

@@ -31,8 +31,8 @@ def sampling_section(ctx) -> Section:
                   "For benchmarks evaluated with several samples per item: pass@k (unbiased "
                   "estimator), cons@k (majority over Math-Verify-equivalent answers) and maj@k "
                   "(majority over exact answer strings), each the mean over items with its "
-                  "bootstrap 95% interval; cost = expected generated tokens (and seconds) per "
-                  "item for k samples.")
+                  "bootstrap 95% interval; cost = expected generated tokens per item (and the "
+                  "evaluation's seconds) for k samples.")
     frame = sampling_table(ctx.view.rows, ctx.items, ctx.options)
     if frame.empty:
         sec.absent = "No benchmark was evaluated with several samples per item."
