@@ -232,3 +232,77 @@ def test_report_shows_scores_against_k_with_cost(tmp_path):
     one = table[(table["kind"] == "pass") & (table["k"] == 1)].iloc[0]
     assert one["tokens"] == pytest.approx(10.0) and one["seconds"] == pytest.approx(2.0)
     assert len(list((tmp_path / "report" / "figures").glob("sampling_*.png"))) == 1
+
+
+# ------------------------------------------------------------------ budget forcing
+
+
+class ScriptedBackend:
+    """Answers by the end of the prompt: thinking, more thinking after "Wait", an answer
+    after the end text; every request is recorded."""
+
+    name = "scripted"
+
+    def __init__(self, first_tokens):
+        self.first_tokens = first_tokens  # thinking tokens of the first step, per item prompt
+        self.calls = []
+
+    def generate(self, requests):
+        from sftlab.evaluate.backends.base import GenerateResult
+
+        self.calls.append(requests)
+        out = []
+        for r in requests:
+            if r.prompt.endswith(("</think>", "Final Answer:")):
+                texts, tokens = [r" so \boxed{2}"] * r.n, [4] * r.n
+            elif r.prompt.endswith("Wait"):
+                texts, tokens = [" more."] * r.n, [min(2, r.max_new_tokens)] * r.n
+            else:
+                t = min(self.first_tokens[r.key], r.max_new_tokens)
+                texts, tokens = [" think" * t] * r.n, [t] * r.n
+            out.append(GenerateResult(texts, 1, tokens))
+        return out
+
+
+def test_budget_forcing_waits_caps_and_records(tmp_path):
+    from sftlab.evaluate.tasks.base import TaskContext, get_task
+
+    data = write_jsonl(tmp_path / "math_test.jsonl", [
+        {"unique_id": "short", "problem": "p", "solution": r"\boxed{2}"},
+        {"unique_id": "long", "problem": "q", "solution": r"\boxed{3}"}])
+    backend = ScriptedBackend({"short": 1, "long": 50})
+    bf = {"end": "</think>", "max_thinking": 10, "min_thinking": 4, "max_waits": 2}
+    out = get_task("math").run(backend, TaskContext(0, data=str(data), options={
+        "samples": 2, "budget_forcing": bf}))
+    short, long = out.rows
+    # short: 1 token < min 4: "Wait" (+2 = 3, still < 4), "Wait" again (+2 = 5), then the end
+    assert [s["budget"] for s in short["samples"]] == [
+        {"thinking_tokens": 5, "waits": 2, "capped": False, "answer_tokens": 4}] * 2
+    assert short["samples"][0]["output"] == r" thinkWait more.Wait more.</think> so \boxed{2}"
+    assert short["correct"] and short["samples"][0]["tokens"] == 9
+    # long: stopped at the budget of 10, the end text and "Final Answer:" appended
+    assert long["samples"][0]["budget"] == {"thinking_tokens": 10, "waits": 0, "capped": True,
+                                           "answer_tokens": 4}
+    assert long["samples"][0]["output"].endswith("</think>\nFinal Answer: so \\boxed{2}")
+    first = backend.calls[0]
+    assert [r.stop for r in first] == [("</think>",)] * 2 and first[0].max_new_tokens == 10
+    # each continuation has a key of its own: (item, sample, step)
+    keys = [r.key for call in backend.calls[1:] for r in call]
+    assert len(keys) == len(set(keys))
+
+
+def test_budget_forcing_flag_is_validated(data, capsys):
+    code = main(["eval", "--model", "x", "--task", "math", "--data", str(data),
+                 "--budget-forcing", '{"end": "</think>", "max_thinking": 4, "min_thinking": 8}'])
+    assert code == 2 and "min_thinking (8) is more than max_thinking (4)" in capsys.readouterr().err
+
+
+def test_budget_forcing_on_a_tiny_model(tiny_llama, data, tmp_path, capsys):
+    out = tmp_path / "bf"
+    run_json(capsys, ["eval", "--model", str(tiny_llama), "--task", "gsm8k:0", "--data", str(data),
+                      "--samples", "2", "--max-new-tokens", "4", "--out", str(out), "--json",
+                      "--budget-forcing", '{"end": "</think>", "max_thinking": 6}'])
+    rows = read_predictions(out / "gsm8k-0shot-opencompass.jsonl")
+    budgets = [s["budget"] for r in rows for s in r["samples"]]
+    assert budgets and all(b["thinking_tokens"] <= 6 and b["answer_tokens"] <= 4 for b in budgets)
+    assert all("</think>" in s["output"] for r in rows for s in r["samples"])

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from sftlab.errors import UserError
+from sftlab.evaluate.budget import BudgetForcing
 from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
 from sftlab.study.template import template_problems
 
@@ -238,13 +239,18 @@ class BenchmarkSpec(_Strict):
     top_p: float | None = Field(None, gt=0, le=1)  # default 0.95 with samples > 1
     seed: int | None = None  # default: evaluation.seed
     k: list[Annotated[int, Field(gt=0)]] | None = None  # default 1, 2, 4 ... up to samples
+    budget_forcing: BudgetForcing | None = None  # s1 thinking budget (sftlab.evaluate.budget)
 
     def sampling_options(self) -> dict[str, Any]:
-        """The task options of the sampling keys that differ from their defaults."""
+        """The task options of the sampling keys (and budget forcing) that differ from
+        their defaults."""
         from sftlab.evaluate.sampling import Sampling
 
-        return Sampling(self.samples, self.temperature, self.top_p, self.seed,
-                        tuple(self.k) if self.k else None).to_options()
+        options = Sampling(self.samples, self.temperature, self.top_p, self.seed,
+                           tuple(self.k) if self.k else None).to_options()
+        if self.budget_forcing is not None:
+            options["budget_forcing"] = self.budget_forcing.model_dump()
+        return options
 
     @field_validator("k")
     @classmethod

@@ -75,13 +75,27 @@ class GenerationTask(BenchmarkTask):
         requests = [GenerateRequest(q.prompt, q.stop, int(cap or q.max_new_tokens), temperature,
                                     top_p, sampling.samples, seed, key=it.id)
                     for it, q in zip(loaded.items, queries, strict=True)]
-        results = backend.generate(requests)
-        samples = [list(r.texts) for r in results]
+        forcing = ctx.options.get("budget_forcing")
+        if forcing:
+            from sftlab.evaluate.budget import BudgetForcing, generate_forced
+
+            samples, records = generate_forced(backend, requests,
+                                               [it.id for it in loaded.items],
+                                               BudgetForcing.model_validate(forcing))
+            costs = [[{"tokens": r["thinking_tokens"] + r["answer_tokens"], "budget": r}
+                      for r in group] for group in records]
+        else:
+            results = backend.generate(requests)
+            samples = [list(r.texts) for r in results]
+            costs = [[{"tokens": t} for t in r.n_completion_tokens]
+                     if len(r.n_completion_tokens) == len(r.texts) else [] for r in results]
         out = self._finish(loaded, queries, samples, ctx)
-        for row, r in zip(out.rows, results, strict=True):  # the cost of the samples
-            if "samples" in row and len(r.n_completion_tokens) == len(row["samples"]):
-                for sample, tokens in zip(row["samples"], r.n_completion_tokens, strict=True):
-                    sample["tokens"] = tokens
+        for row, cost in zip(out.rows, costs, strict=True):  # the cost of each sample
+            if cost and len(row.get("samples", ())) == len(cost):
+                for sample, c in zip(row["samples"], cost, strict=True):
+                    sample |= c
+            elif forcing and len(cost) == 1:
+                row |= cost[0]
         return out
 
     def replay(self, outputs: dict[str, list[str]], ctx: TaskContext) -> TaskOutput:
