@@ -202,6 +202,10 @@ def test_study_benchmark_sampling_keys_reach_the_task():
                                                      greedy.study.evaluation.benchmarks[0])) == {}
     with pytest.raises(UserError, match=r"evaluation\.benchmarks\[0\]\.k: 16 is more than samples \(4\)"):
         study_from_dict(_study(samples=4, k=[1, 16]))
+    forced = study_from_dict(_study(budget_forcing={"end": "</think>", "max_thinking": 64}))
+    assert forced.evaluation.benchmarks[0].sampling_options()["budget_forcing"]["max_thinking"] == 64
+    with pytest.raises(UserError, match=r"benchmarks\[0\]\.budget_forcing"):
+        study_from_dict(_study(budget_forcing={"end": "</think>", "max_thinkng": 64}))
 
 
 # -------------------------------------------------------------------------- report
