@@ -206,6 +206,8 @@ def test_study_benchmark_sampling_keys_reach_the_task():
     assert forced.evaluation.benchmarks[0].sampling_options()["budget_forcing"]["max_thinking"] == 64
     with pytest.raises(UserError, match=r"benchmarks\[0\]\.budget_forcing"):
         study_from_dict(_study(budget_forcing={"end": "</think>", "max_thinkng": 64}))
+    tools = study_from_dict(_study(tool_use={"max_calls": 2}))
+    assert tools.evaluation.benchmarks[0].sampling_options()["tool_use"]["max_calls"] == 2
 
 
 # -------------------------------------------------------------------------- report
@@ -299,6 +301,12 @@ def test_budget_forcing_flag_is_validated(data, capsys):
     code = main(["eval", "--model", "x", "--task", "math", "--data", str(data),
                  "--budget-forcing", '{"end": "</think>", "max_thinking": 4, "min_thinking": 8}'])
     assert code == 2 and "min_thinking (8) is more than max_thinking (4)" in capsys.readouterr().err
+    code = main(["eval", "--model", "x", "--task", "math", "--data", str(data),
+                 "--tool-use", '{"max_calls": 0}'])
+    assert code == 2 and "--tool-use: max_calls" in capsys.readouterr().err
+    code = main(["eval", "--model", "x", "--task", "math", "--data", str(data),
+                 "--tool-use", "{}", "--budget-forcing", '{"end": "</think>"}'])
+    assert code == 2 and "cannot be combined" in capsys.readouterr().err
 
 
 def test_budget_forcing_on_a_tiny_model(tiny_llama, data, tmp_path, capsys):
@@ -310,3 +318,52 @@ def test_budget_forcing_on_a_tiny_model(tiny_llama, data, tmp_path, capsys):
     budgets = [s["budget"] for r in rows for s in r["samples"]]
     assert budgets and all(b["thinking_tokens"] <= 6 and b["answer_tokens"] <= 4 for b in budgets)
     assert all("</think>" in s["output"] for r in rows for s in r["samples"])
+
+
+# ------------------------------------------------------------ tool-integrated reasoning
+
+
+class ToolScript:
+    """Writes a Python block first, then reads the output it was given back."""
+
+    name = "tool-script"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, requests):
+        from sftlab.evaluate.backends.base import GenerateResult
+
+        self.calls.append(requests)
+        out = []
+        for r in requests:
+            assert "```output" in r.stop
+            if r.prompt.endswith("```\n") and "```output\n" in r.prompt:
+                result = r.prompt.rsplit("```output\n", 1)[1].split("\n", 1)[0]
+                text = f"So the answer is \\boxed{{{result}}}."
+            elif r.key == "loop":
+                text = "```python\nwhile True: pass\n```\n"
+            else:
+                text = "Compute it.\n```python\nprint(6 * 7)\n```\n"
+            out.append(GenerateResult([text] * r.n, 1, [5] * r.n))
+        return out
+
+
+def test_tool_use_runs_code_in_the_sandbox_and_records_calls(tmp_path):
+    from sftlab.evaluate.tasks.base import TaskContext, get_task
+
+    data = write_jsonl(tmp_path / "math_test.jsonl", [
+        {"unique_id": "calc", "problem": "6*7?", "solution": r"\boxed{42}"},
+        {"unique_id": "loop", "problem": "loop", "solution": r"\boxed{1}"}])
+    out = get_task("math").run(ToolScript(), TaskContext(0, data=str(data), options={
+        "tool_use": {"max_calls": 2, "timeout": 2, "time_budget": 3}}))
+    calc, loop = out.rows
+    assert calc["correct"] and calc["outcome"] == "pass"
+    [call] = calc["tool_calls"]
+    assert call["code"] == "print(6 * 7)\n" and call["outcome"] == "pass"
+    assert call["output"].strip() == "42"
+    assert "```output\n42\n```\nSo the answer is \\boxed{42}." in calc["output"]
+    assert calc["tokens"] == 10
+    # a block that never ends: the call times out and its outcome is recorded
+    assert loop["tool_calls"][0]["outcome"] == "timeout"
+    assert len(loop["tool_calls"]) <= 2

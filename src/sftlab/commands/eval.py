@@ -79,16 +79,14 @@ def sampling_options(samples: int = 1, temperature: float | None = None,
     return sampling.to_options()
 
 
-def budget_forcing_option(text: str) -> dict:
-    """``--budget-forcing`` JSON, validated (:class:`sftlab.evaluate.budget.BudgetForcing`)."""
+def json_option(flag: str, text: str, model: type) -> dict:
+    """A flag's JSON value validated by a pydantic model."""
     from pydantic import ValidationError
 
-    from sftlab.evaluate.budget import BudgetForcing
-
     try:
-        return BudgetForcing.model_validate_json(text).model_dump()
+        return model.model_validate_json(text).model_dump()
     except ValidationError as err:
-        raise UserError([f"--budget-forcing: {'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+        raise UserError([f"{flag}: {'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
                          for e in err.errors()]) from err
 
 
@@ -224,6 +222,7 @@ def register(app: typer.Typer) -> None:
         temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature (default: 0.8 with --samples > 1, else greedy)."),
         top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling (default: 0.95 with --samples > 1)."),
         ks: str | None = typer.Option(None, "--k", help="k values to report, e.g. 1,4,16 (default: 1, 2, 4 ... up to --samples)."),
+        tool_use: str | None = typer.Option(None, "--tool-use", help="Run the Python blocks the model writes (then ```output) in the sandbox, as JSON: '{\"max_calls\": 4, \"time_budget\": 60, \"timeout\": 10}' ('{}' = these defaults)."),
         budget_forcing: str | None = typer.Option(None, "--budget-forcing", help="s1 budget forcing as JSON, e.g. '{\"end\": \"</think>\", \"max_thinking\": 512, \"min_thinking\": 128, \"max_waits\": 2}' (keys: end, max_thinking, min_thinking, wait, max_waits, answer_prefix, answer_tokens)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Rows per forward pass (hf)."),
@@ -247,8 +246,16 @@ def register(app: typer.Typer) -> None:
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
         options = sampling_options(samples, temperature, top_p, seed=None, ks=ks)
+        from sftlab.evaluate.budget import BudgetForcing
+        from sftlab.evaluate.tools import ToolUse
+
         if budget_forcing is not None:
-            options["budget_forcing"] = budget_forcing_option(budget_forcing)
+            options["budget_forcing"] = json_option("--budget-forcing", budget_forcing,
+                                                    BudgetForcing)
+        if tool_use is not None:
+            options["tool_use"] = json_option("--tool-use", tool_use, ToolUse)
+        if budget_forcing is not None and tool_use is not None:
+            raise UserError("--budget-forcing and --tool-use cannot be combined")
         if max_new_tokens is not None:
             if max_new_tokens < 1:
                 raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

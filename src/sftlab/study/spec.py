@@ -30,6 +30,7 @@ from pydantic import (
 from sftlab.errors import UserError
 from sftlab.evaluate.budget import BudgetForcing
 from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
+from sftlab.evaluate.tools import ToolUse
 from sftlab.study.template import template_problems
 
 PAPER_TEMPLATE = "###Question: {instruction}\n\n###Answer: {response}"
@@ -240,6 +241,7 @@ class BenchmarkSpec(_Strict):
     seed: int | None = None  # default: evaluation.seed
     k: list[Annotated[int, Field(gt=0)]] | None = None  # default 1, 2, 4 ... up to samples
     budget_forcing: BudgetForcing | None = None  # s1 thinking budget (sftlab.evaluate.budget)
+    tool_use: ToolUse | None = None  # Python blocks run in the sandbox (sftlab.evaluate.tools)
 
     def sampling_options(self) -> dict[str, Any]:
         """The task options of the sampling keys (and budget forcing) that differ from
@@ -250,7 +252,15 @@ class BenchmarkSpec(_Strict):
                            tuple(self.k) if self.k else None).to_options()
         if self.budget_forcing is not None:
             options["budget_forcing"] = self.budget_forcing.model_dump()
+        if self.tool_use is not None:
+            options["tool_use"] = self.tool_use.model_dump()
         return options
+
+    @model_validator(mode="after")
+    def _one_technique(self) -> BenchmarkSpec:
+        if self.budget_forcing is not None and self.tool_use is not None:
+            raise ValueError("budget_forcing and tool_use cannot be combined")
+        return self
 
     @field_validator("k")
     @classmethod

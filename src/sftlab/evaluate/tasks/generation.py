@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sftlab.errors import UserError
 from sftlab.evaluate.backends.base import Backend, GenerateRequest
 from sftlab.evaluate.tasks.base import (
     GenQuery,
@@ -76,7 +77,16 @@ class GenerationTask(BenchmarkTask):
                                     top_p, sampling.samples, seed, key=it.id)
                     for it, q in zip(loaded.items, queries, strict=True)]
         forcing = ctx.options.get("budget_forcing")
-        if forcing:
+        tool_use = ctx.options.get("tool_use")
+        if forcing and tool_use:
+            raise UserError(f"task {self.name}: budget_forcing and tool_use cannot be combined")
+        if tool_use:
+            from sftlab.evaluate.tools import ToolUse, generate_with_tools
+
+            samples, costs = generate_with_tools(backend, requests,
+                                                 [it.id for it in loaded.items],
+                                                 ToolUse.model_validate(tool_use))
+        elif forcing:
             from sftlab.evaluate.budget import BudgetForcing, generate_forced
 
             samples, records = generate_forced(backend, requests,
@@ -94,7 +104,7 @@ class GenerationTask(BenchmarkTask):
             if cost and len(row.get("samples", ())) == len(cost):
                 for sample, c in zip(row["samples"], cost, strict=True):
                     sample |= c
-            elif forcing and len(cost) == 1:
+            elif (forcing or tool_use) and len(cost) == 1:
                 row |= cost[0]
         return out
 
