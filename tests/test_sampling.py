@@ -367,3 +367,69 @@ def test_tool_use_runs_code_in_the_sandbox_and_records_calls(tmp_path):
     # a block that never ends: the call times out and its outcome is recorded
     assert loop["tool_calls"][0]["outcome"] == "timeout"
     assert len(loop["tool_calls"]) <= 2
+
+
+# ------------------------------------------------------------ recursive self-aggregation
+
+
+class AggregatingScript:
+    """Loop 0: answers 1, 2, 2, 3 (gold 2); an aggregation prompt: the answer most of its
+    candidates give (ties: the first), so the population converges on 2."""
+
+    name = "aggregating-script"
+
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, requests):
+        import re
+
+        from sftlab.evaluate.backends.base import GenerateResult
+
+        out = []
+        for r in requests:
+            self.prompts.append(r.prompt)
+            if "candidate solutions" in r.prompt:
+                seen = re.findall(r"boxed\{(\d)\}", r.prompt)
+                best = max(seen, key=seen.count)
+                out.append(GenerateResult([rf"\boxed{{{best}}}"], 1, [3]))
+            else:
+                texts = [rf"\boxed{{{a}}}" for a in (1, 2, 2, 3)][:r.n]
+                out.append(GenerateResult(texts, 1, [3] * r.n))
+        return out
+
+
+def test_self_aggregation_reports_every_loop(tmp_path):
+    from sftlab.evaluate.tasks.base import TaskContext, get_task
+
+    data = write_jsonl(tmp_path / "math_test.jsonl", [
+        {"unique_id": "q", "problem": "1+1?", "solution": r"\boxed{2}"}])
+    backend = AggregatingScript()
+    out = get_task("math").run(backend, TaskContext(0, data=str(data), options={
+        "k": [1, 4], "self_aggregation": {"population": 4, "subset": 3, "loops": 2}}))
+    loops = out.extra["rsa"]
+    assert [r["loop"] for r in loops] == [0, 1, 2]
+    assert loops[0]["pass@1"] == pytest.approx(50.0) and loops[0]["cons@4"] == pytest.approx(100.0)
+    assert loops[-1]["pass@1"] >= loops[0]["pass@1"]
+    assert out.rows[0]["n_samples"] == 4 and out.value == loops[-1]["acc"]
+    aggregation = [p for p in backend.prompts if "candidate solutions" in p]
+    assert len(aggregation) == 2 * 4 and all(p.startswith("1+1?") for p in aggregation)
+    assert all(p.count("Solution ") == 3 for p in aggregation)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--self-aggregation", '{"population": 2, "subset": 2, "loops": 1}'),
+    ("--tool-use", '{"max_calls": 1}'),
+])
+def test_techniques_run_end_to_end_on_a_tiny_model(tiny_llama, data, tmp_path, capsys, flag,
+                                                   value):
+    out = tmp_path / "t"
+    payload = run_json(capsys, ["eval", "--model", str(tiny_llama), "--task", "gsm8k:0",
+                                "--data", str(data), "--max-new-tokens", "4", "--out", str(out),
+                                "--json", flag, value])
+    assert payload["results"][0]["n"] == 2
+    rows = read_predictions(out / "gsm8k-0shot-opencompass.jsonl")
+    if flag == "--tool-use":
+        assert all(r["tool_calls"] == [] and r["tokens"] <= 4 for r in rows)
+    else:
+        assert all(r["n_samples"] == 2 for r in rows)

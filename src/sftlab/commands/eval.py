@@ -222,6 +222,7 @@ def register(app: typer.Typer) -> None:
         temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature (default: 0.8 with --samples > 1, else greedy)."),
         top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling (default: 0.95 with --samples > 1)."),
         ks: str | None = typer.Option(None, "--k", help="k values to report, e.g. 1,4,16 (default: 1, 2, 4 ... up to --samples)."),
+        self_aggregation: str | None = typer.Option(None, "--self-aggregation", help="Recursive self-aggregation as JSON: '{\"population\": 16, \"subset\": 4, \"loops\": 10}'; pass@K / cons@K per loop."),
         tool_use: str | None = typer.Option(None, "--tool-use", help="Run the Python blocks the model writes (then ```output) in the sandbox, as JSON: '{\"max_calls\": 4, \"time_budget\": 60, \"timeout\": 10}' ('{}' = these defaults)."),
         budget_forcing: str | None = typer.Option(None, "--budget-forcing", help="s1 budget forcing as JSON, e.g. '{\"end\": \"</think>\", \"max_thinking\": 512, \"min_thinking\": 128, \"max_waits\": 2}' (keys: end, max_thinking, min_thinking, wait, max_waits, answer_prefix, answer_tokens)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
@@ -254,8 +255,14 @@ def register(app: typer.Typer) -> None:
                                                     BudgetForcing)
         if tool_use is not None:
             options["tool_use"] = json_option("--tool-use", tool_use, ToolUse)
-        if budget_forcing is not None and tool_use is not None:
-            raise UserError("--budget-forcing and --tool-use cannot be combined")
+        if self_aggregation is not None:
+            from sftlab.evaluate.aggregation import SelfAggregation
+
+            options["self_aggregation"] = json_option("--self-aggregation", self_aggregation,
+                                                      SelfAggregation)
+        if sum(x is not None for x in (budget_forcing, tool_use, self_aggregation)) > 1:
+            raise UserError("--budget-forcing, --tool-use and --self-aggregation cannot be "
+                            "combined")
         if max_new_tokens is not None:
             if max_new_tokens < 1:
                 raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

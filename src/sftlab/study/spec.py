@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from sftlab.errors import UserError
+from sftlab.evaluate.aggregation import SelfAggregation
 from sftlab.evaluate.budget import BudgetForcing
 from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
 from sftlab.evaluate.tools import ToolUse
@@ -242,6 +243,8 @@ class BenchmarkSpec(_Strict):
     k: list[Annotated[int, Field(gt=0)]] | None = None  # default 1, 2, 4 ... up to samples
     budget_forcing: BudgetForcing | None = None  # s1 thinking budget (sftlab.evaluate.budget)
     tool_use: ToolUse | None = None  # Python blocks run in the sandbox (sftlab.evaluate.tools)
+    # recursive self-aggregation (sftlab.evaluate.aggregation)
+    self_aggregation: SelfAggregation | None = None
 
     def sampling_options(self) -> dict[str, Any]:
         """The task options of the sampling keys (and budget forcing) that differ from
@@ -254,12 +257,15 @@ class BenchmarkSpec(_Strict):
             options["budget_forcing"] = self.budget_forcing.model_dump()
         if self.tool_use is not None:
             options["tool_use"] = self.tool_use.model_dump()
+        if self.self_aggregation is not None:
+            options["self_aggregation"] = self.self_aggregation.model_dump()
         return options
 
     @model_validator(mode="after")
     def _one_technique(self) -> BenchmarkSpec:
-        if self.budget_forcing is not None and self.tool_use is not None:
-            raise ValueError("budget_forcing and tool_use cannot be combined")
+        chosen = [self.budget_forcing, self.tool_use, self.self_aggregation]
+        if sum(c is not None for c in chosen) > 1:
+            raise ValueError("budget_forcing, tool_use and self_aggregation cannot be combined")
         return self
 
     @field_validator("k")

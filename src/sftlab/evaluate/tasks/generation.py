@@ -10,7 +10,7 @@ sample, ``samples`` lists every sample's outcome when there are several.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sftlab.errors import UserError
@@ -78,8 +78,12 @@ class GenerationTask(BenchmarkTask):
                     for it, q in zip(loaded.items, queries, strict=True)]
         forcing = ctx.options.get("budget_forcing")
         tool_use = ctx.options.get("tool_use")
-        if forcing and tool_use:
-            raise UserError(f"task {self.name}: budget_forcing and tool_use cannot be combined")
+        rsa = ctx.options.get("self_aggregation")
+        if sum(map(bool, (forcing, tool_use, rsa))) > 1:
+            raise UserError(f"task {self.name}: budget_forcing, tool_use and self_aggregation "
+                            "cannot be combined")
+        if rsa:
+            return self._self_aggregate(backend, loaded, queries, requests, ctx, rsa, seed)
         if tool_use:
             from sftlab.evaluate.tools import ToolUse, generate_with_tools
 
@@ -106,6 +110,35 @@ class GenerationTask(BenchmarkTask):
                     sample |= c
             elif (forcing or tool_use) and len(cost) == 1:
                 row |= cost[0]
+        return out
+
+    def _self_aggregate(self, backend: Backend, loaded: Loaded, queries: list[GenQuery],
+                        requests: list[GenerateRequest], ctx: TaskContext, settings: dict,
+                        seed: int) -> TaskOutput:
+        """Recursive self-aggregation (:mod:`sftlab.evaluate.aggregation`); the last
+        population is the result, pass@K (and cons@K, maj@K) of every loop's population
+        are in ``extra["rsa"]``."""
+        from sftlab.evaluate.aggregation import SelfAggregation, self_aggregate
+
+        rsa = SelfAggregation.model_validate(settings)
+        # a greedy benchmark still samples its population (at the paper's temperature 1.0)
+        requests = [replace(r, temperature=r.temperature or 1.0) for r in requests]
+        problems = [self.query(it, self.shots_for(it, loaded, ctx), ctx.format).prompt
+                    for it in loaded.items]
+        per_loop: list[dict[str, Any]] = []
+        outputs: list[TaskOutput] = []
+
+        def on_loop(loop: int, populations: list[list[str]]) -> None:
+            outputs.append(self._finish(loaded, queries, populations, ctx))
+            per_loop.append({"loop": loop, self.headline: outputs[-1].value,
+                             **{k: v for k, v in outputs[-1].extra.items()
+                                if "@" in k and not k.endswith("_stderr")}})
+
+        self_aggregate(backend, requests, [it.id for it in loaded.items], problems,
+                       lambda text: render_with_template(ctx.template, text), rsa, seed, on_loop)
+        out = outputs[-1]
+        out.extra["rsa"] = per_loop
+        out.notes["self_aggregation"] = rsa.model_dump()
         return out
 
     def replay(self, outputs: dict[str, list[str]], ctx: TaskContext) -> TaskOutput:
