@@ -121,6 +121,9 @@ def test_eval_rejects_bad_sampling_flags(data, tmp_path, capsys):
     code = main(["eval", "--model", "x", "--task", "gsm8k:0", "--data", str(data),
                  "--samples", "0"])
     assert code == 2 and "--samples must be >= 1" in capsys.readouterr().err
+    code = main(["eval", "--model", "x", "--task", "gsm8k:0", "--data", str(data),
+                 "--samples", "4", "--k", "1,8"])
+    assert code == 2 and "every k must be <= --samples (4)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------- sampling runs

@@ -247,6 +247,8 @@ def register(app: typer.Typer) -> None:
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
         options = sampling_options(samples, temperature, top_p, seed=None, ks=ks)
+        if max(options.get("k", [1])) > samples:  # fail before the model loads
+            raise UserError(f"--k {ks}: every k must be <= --samples ({samples})")
         from sftlab.evaluate.budget import BudgetForcing
         from sftlab.evaluate.tools import ToolUse
 
