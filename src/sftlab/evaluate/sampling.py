@@ -34,7 +34,6 @@ from sftlab.errors import UserError
 MAX_SUBSETS = 1000
 SAMPLED_TEMPERATURE = 0.8
 SAMPLED_TOP_P = 0.95
-OPTION_KEYS = ("samples", "temperature", "top_p", "seed", "k")
 
 
 @dataclass(frozen=True)
