@@ -51,6 +51,7 @@ def test_report_command_writes_html_and_json_summary(study, tmp_path, capsys):
     assert len(present) == 13  # ten analyses, synthetic-data funnel, evaluation configs, examples
     assert present["deltas"] and present["lora-vs-full"] and present["categories"]
     assert not present["synth"]  # no synthetic source
+    assert not present["sampling"]  # one sample per item
     assert not present["leave-one-out"] and not present["sizes"]  # the grid has neither
     assert summary["n_models"] == 2 and summary["n_runs"] == 12
     assert {Path(p).suffix for p in summary["figures"]} == {".png", ".svg"}

@@ -65,6 +65,31 @@ def backend_options(backend: str, base_url: str | None, api_key_env: str | None,
     return {"max_batch_tokens": max_batch_tokens} if max_batch_tokens and backend == "hf" else {}
 
 
+def sampling_options(samples: int = 1, temperature: float | None = None,
+                     top_p: float | None = None, seed: int | None = None,
+                     ks: str | None = None) -> dict:
+    """Task options from the sampling flags (validated; see :mod:`sftlab.evaluate.sampling`)."""
+    from sftlab.evaluate.sampling import Sampling, parse_ks
+
+    try:
+        sampling = Sampling(samples, temperature, top_p, seed,
+                            parse_ks(ks) if ks is not None else None)
+    except UserError as err:
+        raise UserError([f"--{p}".replace("--top_p", "--top-p") for p in err.problems]) from err
+    return sampling.to_options()
+
+
+def json_option(flag: str, text: str, model: type) -> dict:
+    """A flag's JSON value validated by a pydantic model."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate_json(text).model_dump()
+    except ValidationError as err:
+        raise UserError([f"{flag}: {'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                         for e in err.errors()]) from err
+
+
 def judge_options(base_url: str | None, model: str | None, api_key_env: str | None,
                   max_tokens: int | None, prompts: Path | None,
                   cache_dir: Path | None) -> dict:
@@ -211,7 +236,13 @@ def register(app: typer.Typer) -> None:
         template: str | None = typer.Option(None, "--template", help="Study template with {instruction} and {response}: the task prompt becomes the instruction."),
         template_mode: str = typer.Option("instruction", "--template-mode", help=TEMPLATE_MODE_HELP),
         seed: int = typer.Option(1234, "--seed", help="Seed for sampling."),
-        n: int = typer.Option(1, "--n", help="Samples per item for generation tasks (pass@k)."),
+        samples: int = typer.Option(1, "--samples", "--n", help="Samples per item for generation tasks (pass@K; math, gsm8k: cons@K, maj@K too)."),
+        temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature (default: 0.8 with --samples > 1, else greedy)."),
+        top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling (default: 0.95 with --samples > 1)."),
+        ks: str | None = typer.Option(None, "--k", help="k values to report, e.g. 1,4,16 (default: 1, 2, 4 ... up to --samples)."),
+        self_aggregation: str | None = typer.Option(None, "--self-aggregation", help="Recursive self-aggregation as JSON: '{\"population\": 16, \"subset\": 4, \"loops\": 10}'; pass@K / cons@K per loop."),
+        tool_use: str | None = typer.Option(None, "--tool-use", help="Run the Python blocks the model writes (then ```output) in the sandbox, as JSON: '{\"max_calls\": 4, \"time_budget\": 60, \"timeout\": 10}' ('{}' = these defaults)."),
+        budget_forcing: str | None = typer.Option(None, "--budget-forcing", help="s1 budget forcing as JSON, e.g. '{\"end\": \"</think>\", \"max_thinking\": 512, \"min_thinking\": 128, \"max_waits\": 2}' (keys: end, max_thinking, min_thinking, wait, max_waits, answer_prefix, answer_tokens)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Rows per forward pass (hf)."),
         max_batch_tokens: int | None = typer.Option(None, "--max-batch-tokens", help="Token budget per batch (hf)."),
@@ -233,9 +264,25 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be >= 1, got {limit}")
-        if n < 1:
-            raise UserError(f"--n must be >= 1, got {n}")
-        options: dict = {"n": n} if n > 1 else {}
+        options = sampling_options(samples, temperature, top_p, seed=None, ks=ks)
+        if max(options.get("k", [1])) > samples:  # fail before the model loads
+            raise UserError(f"--k {ks}: every k must be <= --samples ({samples})")
+        from sftlab.evaluate.budget import BudgetForcing
+        from sftlab.evaluate.tools import ToolUse
+
+        if budget_forcing is not None:
+            options["budget_forcing"] = json_option("--budget-forcing", budget_forcing,
+                                                    BudgetForcing)
+        if tool_use is not None:
+            options["tool_use"] = json_option("--tool-use", tool_use, ToolUse)
+        if self_aggregation is not None:
+            from sftlab.evaluate.aggregation import SelfAggregation
+
+            options["self_aggregation"] = json_option("--self-aggregation", self_aggregation,
+                                                      SelfAggregation)
+        if sum(x is not None for x in (budget_forcing, tool_use, self_aggregation)) > 1:
+            raise UserError("--budget-forcing, --tool-use and --self-aggregation cannot be "
+                            "combined")
         if max_new_tokens is not None:
             if max_new_tokens < 1:
                 raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def score_cmd(
         task: str = typer.Option(..., "--task", help="TASK[:SHOTS] (one shot count; default: the paper's first)."),
         data: str = typer.Option(..., "--data", help="The benchmark's data: a file of items or a folder of split files."),
-        predictions: Path = typer.Option(..., "--predictions", help="JSONL with 'id' and 'output' per row (several rows per id = samples)."),
+        predictions: Path = typer.Option(..., "--predictions", help="JSONL with 'id' and 'output' per row (several rows per id = samples); a predictions file sftlab wrote is read as it is."),
         fmt: str | None = typer.Option(None, "--format", help="Scoring format: opencompass, lm-eval or llm-jp-eval (default: the task's first)."),
         limit: int | None = typer.Option(None, "--limit", help="Score only the first N items."),
         config: str | None = typer.Option(None, "--config", help=CONFIG_HELP),
@@ -31,11 +31,17 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(1, "--samples", min=1, help="Rows per id in --predictions "
                                     "(each id must have exactly this many: its samples; a "
                                     "repeated id is refused otherwise)."),
+        ks: str | None = typer.Option(None, "--k", help="k values for pass@K (math, gsm8k: cons@K, maj@K too) over several outputs per id, e.g. 1,4,16 (default: 1, 2, 4 ... up to the fewest outputs of an id)."),
         as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} as JSON."),
     ) -> None:
         """Score generated outputs against a benchmark (ids: the benchmark's own, else row index;
         mt_bench: <question_id>/turn1 and /turn2; alpaca_eval: the row index)."""
-        from sftlab.commands.eval import judge_options, parse_task_spec, print_results
+        from sftlab.commands.eval import (
+            judge_options,
+            parse_task_spec,
+            print_results,
+            sampling_options,
+        )
         from sftlab.evaluate.runner import TaskRequest, score_predictions
         from sftlab.evaluate.tasks.base import get_task
 
@@ -51,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if not predictions.is_file():
             raise UserError("no such predictions file", where=str(predictions))
         options = judge_options(judge_base_url, judge_model, judge_api_key_env, judge_max_tokens,
-                                judge_prompts, out)
+                                judge_prompts, out) | sampling_options(ks=ks)
         result = score_predictions(TaskRequest(name, k, fmt, data, limit, options, config), predictions,
                                    out_dir=out, samples=samples)
         missing = (result.provenance.get("notes") or {}).get("missing_ids") or []

@@ -63,13 +63,21 @@ def equivalence_matrix(
     answers: list[str], *, timeout: float = 5.0, workers: int | None = None
 ) -> list[list[bool]]:
     """Symmetric matrix of :func:`equivalent` over all pairs of ``answers``."""
-    n = len(answers)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    tasks = [("equiv", answers[i], answers[j]) for i, j in pairs]
-    matrix = [[i == j for j in range(n)] for i in range(n)]
-    for (i, j), result in zip(pairs, _run_tasks(tasks, timeout, workers), strict=True):
-        matrix[i][j] = matrix[j][i] = bool(result[0])
-    return matrix
+    return equivalence_matrices([answers], timeout=timeout, workers=workers)[0]
+
+
+def equivalence_matrices(
+    groups: list[list[str]], *, timeout: float = 5.0, workers: int | None = None
+) -> list[list[list[bool]]]:
+    """One :func:`equivalence_matrix` per group (e.g. the samples of each item), all
+    pairs of all groups checked in one batch of the worker pool."""
+    pairs = [(g, i, j) for g, answers in enumerate(groups)
+             for i in range(len(answers)) for j in range(i + 1, len(answers))]
+    tasks = [("equiv", groups[g][i], groups[g][j]) for g, i, j in pairs]
+    matrices = [[[i == j for j in range(len(a))] for i in range(len(a))] for a in groups]
+    for (g, i, j), result in zip(pairs, _run_tasks(tasks, timeout, workers), strict=True):
+        matrices[g][i][j] = matrices[g][j][i] = bool(result[0])
+    return matrices
 
 
 def extract_boxed(text: str) -> str | None:

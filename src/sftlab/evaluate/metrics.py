@@ -247,18 +247,51 @@ def cons_at_k(
     same = [[i == j for j in range(n)] for i in range(n)]
     for i, j in itertools.combinations(range(n), 2):  # cluster() asks equiv(earlier, later)
         same[i][j] = same[j][i] = bool(equiv(answers[i], answers[j]))
+    return vote_at_k(same, correct, k, max_subsets=max_subsets, seed=seed)
+
+
+def vote_at_k(
+    same: Sequence[Sequence[bool]],
+    correct: Sequence[bool],
+    k: int,
+    *,
+    valid: Sequence[bool] | None = None,
+    max_subsets: int = 10_000,
+    seed: int = 0,
+) -> float:
+    """Majority-vote accuracy of k of n samples, from their equivalence matrix
+    (``same[i][j]``: samples i and j give the same answer; symmetric).
+
+    In each k-subset (in sample order) the samples are clustered greedily
+    (:func:`cluster`), the largest cluster wins (ties: the one seen first) and the
+    subset scores ``correct`` of its first member. Samples with ``valid`` False (no
+    answer) do not vote; a subset with no vote scores 0. The result is the mean over
+    every k-subset, or over ``max_subsets`` subsets drawn with ``seed`` when there are
+    more (:func:`vote_subsets`).
+    """
+    n = len(correct)
+    if not 1 <= k <= n or len(same) != n:
+        raise ValueError(f"vote@{k} needs 1 <= k <= samples and an n x n matrix")
+    valid = [True] * n if valid is None else list(valid)
 
     def index_equiv(a: str, b: str) -> bool:
         return same[int(a)][int(b)]
 
-    subsets: Sequence[tuple[int, ...]]
-    if math.comb(n, k) <= max_subsets:
-        subsets = list(itertools.combinations(range(n), k))
-    else:
-        rng = random.Random(seed)
-        subsets = [tuple(sorted(rng.sample(range(n), k))) for _ in range(max_subsets)]
+    subsets = vote_subsets(n, k, max_subsets=max_subsets, seed=seed)
     total = 0.0
     for subset in subsets:
-        rep = majority_index([str(i) for i in subset], index_equiv)
-        total += bool(correct[subset[rep]])
+        voters = [i for i in subset if valid[i]]
+        if voters:
+            rep = majority_index([str(i) for i in voters], index_equiv)
+            total += bool(correct[voters[rep]])
     return total / len(subsets)
+
+
+def vote_subsets(n: int, k: int, *, max_subsets: int = 10_000,
+                 seed: int = 0) -> Sequence[tuple[int, ...]]:
+    """The k-subsets of n samples a vote is averaged over: all of them when there are
+    at most ``max_subsets``, else ``max_subsets`` drawn uniformly with ``seed``."""
+    if math.comb(n, k) <= max_subsets:
+        return list(itertools.combinations(range(n), k))
+    rng = random.Random(seed)
+    return [tuple(sorted(rng.sample(range(n), k))) for _ in range(max_subsets)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from sftlab.evaluate.tasks.base import Task, TaskContext, TaskOutput, get_task
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "openai")
+SAMPLED_METRIC = re.compile(r"(pass|cons|maj)@\d+")
 SUMMARY_FIELDS = ("task", "shots", "format", "config", "version", "metric", "value", "stderr",
                   "n", "outcomes")
 
@@ -90,6 +92,11 @@ class EvalResult:
         """The ``--json`` rows: the summary, then a suite's rows (llm-jp-eval: one per
         dataset and per category; its own summary is the ``AVR`` row)."""
         rows = [self.summary()]
+        for metric, value in self.extra.items():  # pass@K, cons@K, maj@K of sampled tasks
+            if SAMPLED_METRIC.fullmatch(metric) and metric != self.metric:
+                se = self.extra.get(f"{metric}_stderr")
+                rows.append({**rows[0], "metric": metric, "value": _null_nan(value),
+                             "stderr": _null_nan(se)})
         for row in self.extra.get("results", []):
             row = dict(row)
             if isinstance(row.get("value"), float) and math.isnan(row["value"]):
@@ -98,6 +105,10 @@ class EvalResult:
                 row["stderr"] = None
             rows.append(row)
         return rows
+
+
+def _null_nan(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _versions() -> dict[str, str]:

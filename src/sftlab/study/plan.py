@@ -394,7 +394,9 @@ def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
             "template": study.template if ev.use_template else None,
             "template_mode": (ev.template_mode if ev.use_template and bench.format == "opencompass"
                               else None),
-            "judge": _judge_identity(ev.judge_for(bench))}
+            "judge": _judge_identity(ev.judge_for(bench)),
+            # only when sampled, so the ids of greedy evaluations stay what they were
+            **({"sampling": sampling} if (sampling := bench.sampling_options()) else {})}
 
 
 def _judge_identity(judge) -> dict | None:

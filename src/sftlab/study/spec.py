@@ -28,7 +28,10 @@ from pydantic import (
 )
 
 from sftlab.errors import UserError
+from sftlab.evaluate.aggregation import SelfAggregation
+from sftlab.evaluate.budget import BudgetForcing
 from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
+from sftlab.evaluate.tools import ToolUse
 from sftlab.study.template import template_problems
 
 if TYPE_CHECKING:
@@ -325,6 +328,47 @@ class BenchmarkSpec(_Strict):
     # opencompass format: the OpenCompass config by name, or "gen" / "ppl" (the first config of
     # that kind for each shot count); None: the reference study's config per shot count
     config: str | None = None
+    # repeated sampling (generation tasks; sftlab.evaluate.sampling): n samples per item,
+    # pass@K (math, gsm8k: cons@K, maj@K too) for each K in k
+    samples: int = Field(1, gt=0)
+    temperature: float | None = Field(None, ge=0)  # default 0.8 with samples > 1, else greedy
+    top_p: float | None = Field(None, gt=0, le=1)  # default 0.95 with samples > 1
+    seed: int | None = None  # default: evaluation.seed
+    k: list[Annotated[int, Field(gt=0)]] | None = None  # default 1, 2, 4 ... up to samples
+    budget_forcing: BudgetForcing | None = None  # s1 thinking budget (sftlab.evaluate.budget)
+    tool_use: ToolUse | None = None  # Python blocks run in the sandbox (sftlab.evaluate.tools)
+    # recursive self-aggregation (sftlab.evaluate.aggregation)
+    self_aggregation: SelfAggregation | None = None
+
+    def sampling_options(self) -> dict[str, Any]:
+        """The task options of the sampling keys (and budget forcing) that differ from
+        their defaults."""
+        from sftlab.evaluate.sampling import Sampling
+
+        options = Sampling(self.samples, self.temperature, self.top_p, self.seed,
+                           tuple(self.k) if self.k else None).to_options()
+        if self.budget_forcing is not None:
+            options["budget_forcing"] = self.budget_forcing.model_dump()
+        if self.tool_use is not None:
+            options["tool_use"] = self.tool_use.model_dump()
+        if self.self_aggregation is not None:
+            options["self_aggregation"] = self.self_aggregation.model_dump()
+        return options
+
+    @model_validator(mode="after")
+    def _one_technique(self) -> BenchmarkSpec:
+        chosen = [self.budget_forcing, self.tool_use, self.self_aggregation]
+        if sum(c is not None for c in chosen) > 1:
+            raise ValueError("budget_forcing, tool_use and self_aggregation cannot be combined")
+        return self
+
+    @field_validator("k")
+    @classmethod
+    def _k_within_samples(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        samples = info.data.get("samples", 1)
+        if value and max(value) > samples:
+            raise ValueError(f"{max(value)} is more than samples ({samples})")
+        return value
 
     @field_validator("shots", mode="before")
     @classmethod

@@ -54,6 +54,7 @@ class GSM8K(GenerationTask):
     aliases = ("gsm8k",)
     hub = HubSource("openai/gsm8k", "main", (("test", "test"), ("train", "train")))
     max_new_tokens = 512
+    votes = True  # cons@K: the extracted numbers compared by Math-Verify
 
     def required_fields(self) -> tuple[str, ...]:
         return ("question", "answer")

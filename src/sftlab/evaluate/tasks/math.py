@@ -34,6 +34,20 @@ class MATH(GenerationTask):
     aliases = ("math",)
     hub = HubSource("HuggingFaceH4/MATH-500", None, (("test", "test"),))
     max_new_tokens = 1024
+    votes = True
+
+    def vote_answers(self, texts: list[str], verdicts: list[SampleScore]) -> list[str | None]:
+        """maj@K votes on the text of each output's last ``\\boxed{}`` as written."""
+        from sftlab.evaluate.math_check import extract_boxed
+
+        return [None if (b := extract_boxed(t)) is None or not b.strip() else b.strip()
+                for t in texts]
+
+    def consensus_inputs(self, texts: list[str],
+                         verdicts: list[SampleScore]) -> list[str | None]:
+        """The whole outputs: Math-Verify extracts each answer as it does for scoring."""
+        return [None if v.outcome == "parse_failure" else t
+                for t, v in zip(texts, verdicts, strict=True)]
 
     def allowed_shots(self, fmt: str) -> tuple[int, ...]:
         return (0,)
