@@ -1,0 +1,163 @@
+"""``type: grpo``: config validation, rewards on hand-made completions, planning in a
+chain, and a few real GRPOTrainer steps on a tiny random model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sftlab.errors import UserError
+from sftlab.methods import grpo, rewards
+from sftlab.study import plan, study_from_dict
+from sftlab.train.config import TrainConfig
+
+GSM8K = {"format": "jsonl", "path": "embedded:gsm8k_train.jsonl",
+         "fields": {"instruction": "question", "response": "answer"}}
+
+
+def rl_study(tmp_path: Path, **grpo_keys) -> dict:
+    return {
+        "name": "rl", "seed": 1, "output_dir": str(tmp_path / "out"),
+        "models": [{"name": "m", "path": "tiny:llama"}],
+        "datasets": [{"name": "alpaca", "format": "alpaca", "path": "embedded:alpaca_data.json"}],
+        "grid": {"sizes": [8], "methods": ["rl"]},
+        "methods": {
+            "sft": {"type": "full", "learning_rate": 1e-4, "batch_size": 4, "epochs": 1},
+            "rl": {"type": "grpo", "init": "sft", "learning_rate": 1e-5, "batch_size": 2,
+                   "steps": 4, "save_steps": 2, "num_generations": 4, "data": GSM8K,
+                   "loss_type": "grpo", **grpo_keys},
+        },
+    }
+
+
+# --- rewards -------------------------------------------------------------------------
+
+
+def test_gold_answers_are_read_as_math_verify_should():
+    assert rewards.gold_answer("24 - 2 = <<24-2=22>>22 eggs.\n#### 22") == "\\boxed{22}"
+    assert rewards.gold_answer("#### 1,200") == "\\boxed{1200}"
+    assert rewards.gold_answer("so it is \\boxed{\\frac{1}{2}}") == "so it is \\boxed{\\frac{1}{2}}"
+    assert rewards.gold_answer("7") == "\\boxed{7}"
+
+
+def test_math_verify_and_format_rewards_on_hand_made_completions():
+    math, fmt = rewards.build(["math_verify", "format"], timeout=10)
+    completions = ["12 + 12 = 24, minus 2: \\boxed{22}", "The answer is \\boxed{23}",
+                   "I think it is 22", "\\boxed{0.5}"]
+    answers = ["#### 22", "#### 22", "#### 22", "\\boxed{\\frac{1}{2}}"]
+    assert math([""] * 4, completions, answer=answers) == [1.0, 0.0, 1.0, 1.0]
+    assert fmt([""] * 4, completions, answer=answers) == [1.0, 1.0, 0.0, 1.0]
+    assert math.checks == 4 and not math.failures
+    assert (math.__name__, fmt.__name__) == ("math_verify", "format")  # TRL logs rewards by name
+
+
+def test_a_hung_or_failed_check_scores_zero_and_is_counted(monkeypatch):
+    from sftlab.evaluate.math_check import MathResult
+
+    math = rewards.MathVerifyReward(timeout=0.1)
+    monkeypatch.setattr(rewards, "verify_batch", lambda pairs, timeout: [
+        MathResult(True, "", "", "ok"), MathResult(False, "", "", "timeout"),
+        MathResult(None, "", "", "error")])
+    assert math(["p"] * 3, ["a", "b", "c"], answer=["1", "1", "1"]) == [1.0, 0.0, 0.0]
+    assert dict(math.failures) == {"timeout": 1, "error": 1}
+
+    def broken(pairs, timeout):
+        raise OSError("worker pool gone")
+
+    monkeypatch.setattr(rewards, "verify_batch", broken)
+    assert math(["p"] * 2, ["a", "b"], answer=["1", "1"]) == [0.0, 0.0]
+    assert math.failures["error"] == 3 and math.checks == 5
+
+
+# --- config and plan -------------------------------------------------------------------
+
+
+def test_grpo_config_is_validated_with_key_paths(tmp_path):
+    raw = rl_study(tmp_path, loss_type="dappo", rewards={"acuracy": 1.0})
+    with pytest.raises(UserError) as err:
+        study_from_dict(raw)
+    text = str(err.value)
+    assert "methods.rl.loss_type: unknown loss type 'dappo' (did you mean 'dapo'?)" in text
+    assert "methods.rl.rewards: unknown reward 'acuracy'" in text
+    raw = rl_study(tmp_path)
+    del raw["methods"]["rl"]["data"]
+    with pytest.raises(UserError, match="methods.rl: `data`: a grpo method needs prompts"):
+        study_from_dict(raw)
+
+
+def test_generic_data_defaults_to_prompt_and_answer_fields(tmp_path):
+    study = study_from_dict(rl_study(tmp_path, data={"format": "jsonl", "path": "p.jsonl"}))
+    assert study.methods["rl"].data.fields.model_dump() == {
+        "instruction": "prompt", "input": None, "response": "answer"}
+
+
+def test_sft_then_grpo_plans_step_checkpoints_and_the_parent_in_the_id(tmp_path):
+    raw = rl_study(tmp_path)
+    p = plan(study_from_dict(raw))
+    runs = {r.method: r for r in p.runs}
+    rl, sft = runs["rl"], runs["sft"]
+    assert rl.parent == sft.id and rl.chain == "sft>rl"
+    assert (rl.unit, rl.checkpoints, rl.weights) == ("step", (2, 4), "full")
+    assert rl.data_key is not None and rl.data_key != sft.data_key
+    changed = copy.deepcopy(raw)
+    changed["methods"]["sft"]["learning_rate"] = 2e-4
+    after = {r.method: r for r in plan(study_from_dict(changed)).runs}
+    assert after["sft"].id != sft.id and after["rl"].id != rl.id
+    same = copy.deepcopy(raw)
+    same["methods"]["rl"]["reward_timeout"] = 30  # an execution detail
+    assert {r.method: r for r in plan(study_from_dict(same)).runs}["rl"].id == rl.id
+    assert TrainConfig(method=study_from_dict(raw).methods["rl"]).micro_and_accumulation() == (8, 1)
+
+
+def test_grpo_config_passes_the_rl_keys_to_trl(tmp_path):
+    cfg = TrainConfig.of("grpo", learning_rate=1e-5, batch_size=4, steps=3, num_generations=2,
+                         micro_batch_size=2, loss_type="dr_grpo", beta=0.04, epsilon_high=0.28,
+                         scale_rewards="none", temperature=0.7, max_completion_length=64,
+                         rewards={"math_verify": 1.0, "format": 0.1},
+                         data={"format": "jsonl", "path": "p.jsonl"})
+    args = grpo.grpo_config(cfg, tmp_path, world_size=1, progress=False, precision="fp32")
+    assert (args.loss_type, args.beta, args.epsilon, args.epsilon_high) == ("dr_grpo", 0.04, 0.2,
+                                                                           0.28)
+    assert (args.scale_rewards, args.temperature, args.max_completion_length) == ("none", 0.7, 64)
+    assert (args.max_steps, args.save_steps, args.reward_weights) == (3, 3, [1.0, 0.1])
+    # 4 prompts x 2 completions per step, micro-batches of 2 completions
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 4)
+    assert args.generation_batch_size == 8
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def _params(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_a_few_grpo_steps_write_step_checkpoints_and_change_the_weights(tiny_llama, tmp_path,
+                                                                       monkeypatch):
+    # an alternating reward, so every group has a non-zero advantage to learn from
+    monkeypatch.setattr(rewards.FormatReward, "__call__",
+                        lambda self, prompts, completions, **_: [float(i % 2) for i in
+                                                                 range(len(completions))])
+    cfg = TrainConfig.of("grpo", learning_rate=1e-2, batch_size=2, steps=2, save_steps=1,
+                         num_generations=2, max_completion_length=4, lr_scheduler="constant",
+                         rewards={"math_verify": 1.0, "format": 0.5},
+                         data={"format": "jsonl", "path": "p.jsonl"})
+    rows = [{"prompt": f"What is {i} + 1? ", "completion": f"#### {i + 1}"} for i in range(6)]
+    root = tmp_path / "ckpt" / "run"
+    summary = grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)
+    assert summary["steps_done"] == [1, 2] and summary["global_step"] == 2
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["step-1", "step-2"]
+    assert summary["reward_checks"] == 8 and summary["reward_failures"] == {}
+    start = _params(tiny_llama)
+    end = _params(root / "step-2")
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+    assert not (root / "step-2" / "optimizer.pt").exists()  # a finished run keeps no resume state
+    assert json.loads((root / "sftlab_done.json").read_text())["steps_done"] == [1, 2]
+    again = grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)
+    assert again["skipped"] is True
