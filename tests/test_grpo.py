@@ -161,3 +161,87 @@ def test_a_few_grpo_steps_write_step_checkpoints_and_change_the_weights(tiny_lla
     assert json.loads((root / "sftlab_done.json").read_text())["steps_done"] == [1, 2]
     again = grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)
     assert again["skipped"] is True
+
+
+def test_train_a_lora_grpo_link_after_its_sft_parent(tmp_path, capsys):
+    """`sftlab train --run <grpo>`: the SFT parent first, then GRPO from its checkpoint on
+    GSM8K-shaped prompts (rendered with the study's template, the answer kept as gold)."""
+    import yaml
+
+    from sftlab.cli import main
+
+    raw = rl_study(tmp_path, adapter="lora", steps=2, save_steps=1, num_generations=2,
+                   max_completion_length=4, rewards={"math_verify": 1.0, "format": 0.2})
+    raw["datasets"][0]["path"] = "embedded:alpaca_data.json"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    runs = {r.method: r for r in plan(study_from_dict(raw)).runs}
+    assert main(["train", str(path), "--run", runs["rl"].id, "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [x["run_id"] for x in lines] == [runs["sft"].id, runs["rl"].id]
+    out = tmp_path / "out"
+    [row] = [json.loads(x) for x in
+             (out / "data" / f"{runs['rl'].data_key}.jsonl").read_text().splitlines()[:1]]
+    assert row["prompt"].startswith("###Question: ") and row["completion"].endswith("#### 22")
+    root = out / "ckpt" / runs["rl"].id
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("step-")) == ["step-1",
+                                                                                   "step-2"]
+    base = json.loads((root / "step-2" / "sftlab_base.json").read_text())
+    assert base["base_model"] == str(out / "ckpt" / runs["sft"].id / "epoch-1")
+    assert (root / "step-2" / "adapter_model.safetensors").is_file()
+
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from transformers import TrainerCallback
+from sftlab.methods import grpo, rewards
+from sftlab.train.config import TrainConfig
+
+rewards.FormatReward.__call__ = lambda self, prompts, completions, **_: [
+    float(i % 2) for i in range(len(completions))]
+KILL_AT = int(os.environ.get("KILL_AT_STEP", "0"))
+
+
+class Kill(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == KILL_AT:  # mid-way through step KILL_AT + 1
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+cfg = TrainConfig.of("grpo", learning_rate=1e-2, batch_size=2, steps=3, save_steps=1,
+                     num_generations=2, max_completion_length=4, lr_scheduler="constant",
+                     rewards={"format": 1.0}, data={"format": "jsonl", "path": "p.jsonl"})
+rows = [{"prompt": f"What is {i} + 1? ", "completion": f"{i + 1}"} for i in range(6)]
+print(grpo.train_on_prompts(sys.argv[1], rows, cfg, Path(sys.argv[2]),
+                            callbacks=[Kill()] if KILL_AT else [])["resumed_from_step"])
+"""
+
+
+def test_a_grpo_run_killed_mid_step_resumes_from_its_newest_checkpoint(tiny_llama, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+
+    def run(root: Path, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(tiny_llama), str(root)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                              capture_output=True, text=True, timeout=300)
+
+    reference = run(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    killed = run(tmp_path / "killed", KILL_AT_STEP="2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    steps = sorted(p.name for p in (tmp_path / "killed").iterdir() if p.name.startswith("step-"))
+    assert steps == ["step-1", "step-2"]
+    resumed = run(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.strip().splitlines()[-1] == "2"  # resumed from step-2
+    start, ref, end = (_params(p) for p in (tiny_llama, tmp_path / "reference" / "step-3",
+                                            tmp_path / "killed" / "step-3"))
+    assert any(not torch.equal(start[k], end[k]) for k in start)
+    assert all(torch.equal(ref[k], end[k]) for k in ref)  # the same as an uninterrupted run
