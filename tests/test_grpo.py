@@ -159,6 +159,21 @@ def test_a_few_grpo_steps_write_step_checkpoints_and_change_the_weights(tiny_lla
     assert any(not torch.equal(start[k], end[k]) for k in start)
     assert not (root / "step-2" / "optimizer.pt").exists()  # a finished run keeps no resume state
     assert json.loads((root / "sftlab_done.json").read_text())["steps_done"] == [1, 2]
+    log = [json.loads(x) for x in (root / "rl_log.jsonl").read_text().splitlines()]
+    assert sorted((r["step"], r["prompt"], r["response"]) for r in log) == [
+        (s, p, g) for s in (1, 2) for p in (0, 1) for g in (0, 1)]
+    for step in (1, 2):
+        rows_of = [r for r in log if r["step"] == step]
+        tokens = sum(r["length"] for r in rows_of)
+        for r in rows_of:
+            assert r["weight"] == r["weights"]["dapo"]  # the default loss type
+            assert r["weights"]["dapo"] == pytest.approx(r["length"] / tokens)
+            assert r["weights"]["grpo"] == pytest.approx(1 / 4)  # 4 responses, one micro-batch
+            assert r["reward"] in (0.0, 0.5, 1.0, 1.5)  # math_verify + 0.5 x format
+        for p in (0, 1):
+            group = [r for r in rows_of if r["prompt"] == p]
+            mean = sum(r["reward"] for r in group) / 2
+            assert all((r["advantage"] > 0) == (r["reward"] > mean) for r in group)
     again = grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)
     assert again["skipped"] is True
 
@@ -245,3 +260,5 @@ def test_a_grpo_run_killed_mid_step_resumes_from_its_newest_checkpoint(tiny_llam
                                             tmp_path / "killed" / "step-3"))
     assert any(not torch.equal(start[k], end[k]) for k in start)
     assert all(torch.equal(ref[k], end[k]) for k in ref)  # the same as an uninterrupted run
+    log = [(tmp_path / d / "rl_log.jsonl").read_text() for d in ("reference", "killed")]
+    assert log[0] == log[1] and len(log[0].splitlines()) == 3 * 4  # steps 1-2 kept, 3 redone

@@ -16,6 +16,13 @@ with the study's template like an SFT prompt. It starts from a base model or fro
 another link (``init:``). ``steps`` optimizer steps; a checkpoint every ``save_steps``
 (default: only the last) at ``ckpt/<run_id>/step-<n>/``; a killed run resumes from
 its newest checkpoint (optimizer, scheduler, RNG state).
+
+``ckpt/<run_id>/rl_log.jsonl``: for every optimizer step, one row per response (of the
+main process): ``step``, ``prompt`` (index within the step), ``response`` (index within
+its group), ``length`` (completion tokens), ``reward`` (weighted sum), ``advantage``,
+``weight`` (its ``m_i`` under the configured loss) and ``weights`` (``{loss_type: m_i}``
+for grpo, bnpo, dr_grpo, dapo on the same micro-batches), measured by autograd through
+TRL's loss code (:mod:`sftlab.methods.aggregation`).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
 DEFAULT_FIELDS = {"instruction": "prompt", "response": "answer"}
 LOG_NAME = "train_log.jsonl"
+RL_LOG = "rl_log.jsonl"  # one row per response per optimizer step (sftlab.methods.aggregation)
 
 
 class GRPOMethod(TrainedMethod):
@@ -192,7 +200,6 @@ def train_on_prompts(model_path: str, rows: list[dict], cfg, root, *, progress: 
 
 def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks) -> dict:
     from datasets import Dataset
-    from trl import GRPOTrainer
 
     from sftlab.train.callbacks import EpochCheckpointCallback, TrainLogCallback, truncate_log
     from sftlab.train.trainer import (
@@ -214,15 +221,17 @@ def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks
     saver = EpochCheckpointCallback(root, extra, unit="step")
     logger = TrainLogCallback(root / LOG_NAME)
     truncate_log(root / LOG_NAME, _global_step(resume_from))
+    truncate_log(root / RL_LOG, _global_step(resume_from))
     funcs = reward_fns.build(list(cfg.method.rewards), timeout=cfg.method.reward_timeout)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["completion"]} for r in rows])
     with quiet_libraries():
         tokenizer = load_tokenizer(model_path, cfg)
         tokenizer.padding_side = "left"
         model = load_model(model_path, cfg, precision, attention)
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                              processing_class=tokenizer, peft_config=peft_config(cfg),
-                              callbacks=[saver, logger, *callbacks])
+        trainer = _trainer_class()(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                                   processing_class=tokenizer, peft_config=peft_config(cfg),
+                                   callbacks=[saver, logger, *callbacks])
+        trainer.sftlab_rl_log = root / RL_LOG if int(os.environ.get("RANK", "0")) == 0 else None
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
@@ -241,6 +250,67 @@ def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks
         "reward_checks": math.checks if math else 0,
         "reward_failures": dict(math.failures) if math else {},
     }
+
+
+def _trainer_class():
+    """TRL's ``GRPOTrainer`` that also writes ``rl_log.jsonl`` (see the module docstring)."""
+    import json
+
+    import torch
+    from trl import GRPOTrainer
+
+    from sftlab.methods.aggregation import AGGREGATIONS, measured_weights
+
+    class SftlabGRPOTrainer(GRPOTrainer):
+        sftlab_rl_log = None
+        _sftlab_rewards: list[float] = []
+        _sftlab_generation: dict | None = None
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            weights = self.reward_weights.to(per_func.device).unsqueeze(0)
+            self._sftlab_rewards = (per_func * weights).nansum(dim=1).tolist()
+            return per_func
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            n = out["completion_mask"].shape[0]
+            first = self.accelerator.process_index * n
+            out["sftlab_index"] = torch.arange(n)
+            self._sftlab_generation = {
+                "lengths": out["completion_mask"].sum(-1).tolist(),
+                "rewards": self._sftlab_rewards[first:first + n],
+                "advantages": out["advantages"].reshape(n, -1)[:, 0].tolist(),
+                "step": self.state.global_step + 1, "micro": []}
+            return out
+
+        def _compute_loss(self, model, inputs):
+            gen = self._sftlab_generation
+            if (self.sftlab_rl_log is not None and gen is not None and self.model.training
+                    and "sftlab_index" in inputs):
+                gen["micro"].append((inputs["sftlab_index"].tolist(),
+                                     inputs["completion_mask"].detach().cpu()))
+                if len(gen["micro"]) == self.args.steps_per_generation:
+                    self._sftlab_write(gen)
+                    self._sftlab_generation = None  # later iterations reuse the same batch
+            return super()._compute_loss(model, inputs)
+
+        def _sftlab_write(self, gen: dict) -> None:
+            masks = [m for _, m in gen["micro"]]
+            measured = {t: measured_weights(self, masks, t)
+                        for t in dict.fromkeys((*AGGREGATIONS, self.loss_type))}
+            g = self.num_generations
+            with open(self.sftlab_rl_log, "a", encoding="utf-8") as fh:
+                for k, (indices, _) in enumerate(gen["micro"]):
+                    for j, i in enumerate(indices):
+                        fh.write(json.dumps({
+                            "step": gen["step"], "prompt": i // g, "response": i % g,
+                            "length": int(gen["lengths"][i]), "reward": gen["rewards"][i],
+                            "advantage": gen["advantages"][i],
+                            "weight": measured[self.loss_type][k][j],
+                            "weights": {t: measured[t][k][j] for t in AGGREGATIONS}}) + "\n")
+
+    return SftlabGRPOTrainer
 
 
 def _global_step(checkpoint) -> int:
