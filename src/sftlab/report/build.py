@@ -20,6 +20,7 @@ from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
+from sftlab.report.rl_weights import rl_section
 from sftlab.report.suites import expand_suites, suite_section, suite_tasks
 from sftlab.report.synth_funnel import synth_funnel_section
 from sftlab.report.view import StudyView, build_view
@@ -30,7 +31,7 @@ BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
     sections.shots_section, sections.lora_section, sections.sizes_section,
-    sections.categories_section, synth_funnel_section,
+    sections.categories_section, synth_funnel_section, rl_section,
 )
 
 
