@@ -41,13 +41,18 @@ def test_competition_pipeline_is_one_chain_per_model():
     study = load_study(COMPETITION)
     p = plan(study)
     assert sorted(r.chain for r in p.runs) == [
-        "cpt", "cpt>sft_no_upscale", "cpt>upscale", "cpt>upscale>sft"]
+        "cpt", "cpt>sft_no_upscale", "cpt>upscale", "cpt>upscale>sft", "cpt>upscale>sft>rl_dapo",
+        "cpt>upscale>sft>rl_grpo"]
     cpt = study.methods["cpt"]
     assert (cpt.type, cpt.weights, cpt.max_length, cpt.rope.type) == ("cpt", "dora", 16384, "yarn")
     assert (study.methods["upscale"].strategy, study.methods["upscale"].layers) == ("opt_deus", 48)
     runs = {r.method: r for r in p.runs}
     assert runs["sft"].parent == runs["upscale"].id and runs["upscale"].parent == runs["cpt"].id
     assert runs["sft_no_upscale"].parent == runs["cpt"].id
+    assert runs["rl_grpo"].parent == runs["rl_dapo"].parent == runs["sft"].id
+    assert (study.methods["rl_grpo"].loss_type, study.methods["rl_dapo"].loss_type) == ("grpo",
+                                                                                        "dapo")
+    assert (runs["rl_grpo"].unit, runs["rl_grpo"].checkpoints) == ("step", (100, 200))
 
 
 @pytest.mark.slow
@@ -64,9 +69,10 @@ def test_competition_runs_in_smoke_mode_and_reports_every_link(tmp_path, capsys)
     study.write_text(yaml.safe_dump({**raw, "output_dir": str(tmp_path / "out")}))
     assert main(["run", str(study), "--smoke", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["failed"] == 0 and summary["stages"]["train"]["done"] == 4
+    assert summary["failed"] == 0 and summary["stages"]["train"]["done"] == 6
     assert main(["results", str(study), "--smoke", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["method"] for r in rows} == {"base", "cpt", "cpt>upscale", "cpt>upscale>sft",
-                                           "cpt>sft_no_upscale"}
+                                           "cpt>sft_no_upscale", "cpt>upscale>sft>rl_grpo",
+                                           "cpt>upscale>sft>rl_dapo"}
     assert main(["report", str(study), "--smoke"]) == 0

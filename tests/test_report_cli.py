@@ -48,9 +48,9 @@ def test_report_command_writes_html_and_json_summary(study, tmp_path, capsys):
     report = tmp_path / "runs" / "tiny-report" / "report"
     assert summary["index"] == str(report / "index.html") and (report / "index.html").is_file()
     present = {s["key"]: s["present"] for s in summary["sections"]}
-    assert len(present) == 13  # ten analyses, synthetic-data funnel, evaluation configs, examples
+    assert len(present) == 15  # ten analyses, synth funnel, sampling, RL, evaluation configs, examples
     assert present["deltas"] and present["lora-vs-full"] and present["categories"]
-    assert not present["synth"]  # no synthetic source
+    assert not present["synth"] and not present["rl"]  # no synthetic source, no RL run
     assert not present["sampling"]  # one sample per item
     assert not present["leave-one-out"] and not present["sizes"]  # the grid has neither
     assert summary["n_models"] == 2 and summary["n_runs"] == 12

@@ -78,8 +78,7 @@ def smoke_study(study: Study) -> Study:
                      for m in study.models]
     raw["datasets"] = [_smoke_dataset(study, d) for d in study.datasets]
     raw["grid"] = {**raw["grid"], "sizes": list(SMOKE_SIZES[:len(study.grid.sizes)])}
-    raw["methods"] = {name: m.smoke(epochs=SMOKE_EPOCHS, batch_size=SMOKE_BATCH)
-                      for name, m in study.methods.items()}
+    raw["methods"] = {name: _smoke_method(study, m) for name, m in study.methods.items()}
     shrunk = study_from_dict({**raw, "evaluation": {}})
     raw["evaluation"] = _smoke_evaluation(
         study, min(m.checkpoints()[-1] for m in shrunk.methods.values()))
@@ -110,6 +109,15 @@ def smoke_notes(study: Study) -> list[str]:
     """What smoke mode drops from ``study`` (benchmarks without data or judge)."""
     return [f"benchmark {b.task}: {why}" for b in study.evaluation.benchmarks
             if (why := _drop_reason(study, b))]
+
+
+def _smoke_method(study: Study, method) -> dict:
+    """A method shrunk; its own unreachable ``data:`` (not raw text) swapped like a dataset."""
+    shrunk = method.smoke(epochs=SMOKE_EPOCHS, batch_size=SMOKE_BATCH)
+    data = method.data
+    if data is not None and data.format != "text" and not _reachable(study, data.path or ""):
+        shrunk["data"] = {**_smoke_dataset(study, data), "name": data.name}
+    return shrunk
 
 
 def _smoke_dataset(study: Study, spec: DatasetSpec) -> dict:

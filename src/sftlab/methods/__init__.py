@@ -19,10 +19,10 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import Field
 
-from sftlab.methods import cpt, sft, upscale
+from sftlab.methods import cpt, grpo, sft, upscale
 
 #: The registry.
-MODULES: tuple[ModuleType, ...] = (sft, cpt, upscale)
+MODULES: tuple[ModuleType, ...] = (sft, cpt, upscale, grpo)
 
 
 def _types_of(module: ModuleType) -> tuple[str, ...]:

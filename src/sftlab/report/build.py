@@ -22,6 +22,7 @@ from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
 from sftlab.report.sampling import sampling_section
+from sftlab.report.rl_weights import rl_section
 from sftlab.report.suites import expand_suites, suite_section, suite_tasks
 from sftlab.report.synth_funnel import synth_funnel_section
 from sftlab.report.view import StudyView, build_view
@@ -34,7 +35,7 @@ BUILDERS = (
     sections.deltas_section, sections.epochs_section, sections.families_section,
     sections.zscores_section, sections.correlation_section, sections.loo_section,
     sections.shots_section, sections.lora_section, sections.sizes_section,
-    sections.categories_section, synth_funnel_section, sampling_section,
+    sections.categories_section, synth_funnel_section, sampling_section, rl_section,
 )
 
 

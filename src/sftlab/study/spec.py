@@ -301,6 +301,11 @@ class TrainedMethod(MethodBase):
     def checkpoints(self) -> list[int]:
         return list(range(1, self.epochs + 1))
 
+    @property
+    def examples_per_step(self) -> int:
+        """Training examples in one optimizer step (GRPO: prompts x completions each)."""
+        return self.batch_size
+
     def smoke(self, *, epochs: int, batch_size: int) -> dict:
         return {**self.model_dump(), "epochs": min(self.epochs, epochs),
                 "batch_size": min(self.batch_size, batch_size), "micro_batch_size": None}

@@ -14,21 +14,23 @@ from sftlab.train import checkpoints
 
 
 class EpochCheckpointCallback(TrainerCallback):
-    """After transformers saves an epoch checkpoint, move it into place as ``epoch-<n>``."""
+    """After transformers saves a checkpoint, move it into place as ``epoch-<n>``
+    (``unit="step"``: ``step-<global step>``)."""
 
-    def __init__(self, root: Path, extra_files: dict[str, dict]):
+    def __init__(self, root: Path, extra_files: dict[str, dict], unit: str = "epoch"):
         self.root = root
         self.extra_files = extra_files
+        self.unit = unit
         self.saved: list[Path] = []
 
     def on_save(self, args, state, control, **kwargs):
         staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        epoch = round(state.epoch)
+        epoch = round(state.epoch) if self.unit == "epoch" else state.global_step
         _barrier()  # every process has written its RNG state into the staged folder
         if state.is_world_process_zero:
             extra = {**self.extra_files, "sftlab_epoch.json": {
                 "epoch": epoch, "global_step": state.global_step}}
-            self.saved.append(checkpoints.promote(staged, self.root, epoch, extra))
+            self.saved.append(checkpoints.promote(staged, self.root, epoch, extra, self.unit))
         _barrier()
         return control
 

@@ -61,7 +61,7 @@ class TrainConfig:
         ``batch_size == micro * accumulation * world_size`` exactly; a study that
         asks for a split that does not divide gets a clear error.
         """
-        batch, micro = self.method.batch_size, self.method.micro_batch_size
+        batch, micro = self.method.examples_per_step, self.method.micro_batch_size
         if batch % world_size:
             raise UserError(f"batch_size {batch} is not divisible by the {world_size} processes")
         per_rank = batch // world_size

@@ -1,0 +1,321 @@
+"""``type: grpo``: RL with verifiable rewards on TRL's ``GRPOTrainer`` (GRPO, DAPO, Dr.GRPO, ...).
+
+Each optimizer step takes ``batch_size`` prompts and samples ``num_generations``
+completions for each (``batch_size x num_generations`` completions per step, split
+into micro-batches of ``micro_batch_size`` completions); the rewards
+(:mod:`sftlab.methods.rewards`, ``rewards: {name: weight}``) are summed with their
+weights and turned into group-relative advantages (``scale_rewards``). ``loss_type``
+(``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` and TRL's others) is passed to TRL as it
+is, like ``beta``, ``epsilon`` / ``epsilon_high``, ``temperature`` and
+``max_completion_length``; the defaults are TRL 1.16's. Generation is HF ``generate``.
+
+Data: the method's own ``data:`` holds prompts with gold answers: JSON lines / CSV /
+parquet with ``prompt`` and ``answer`` columns (the default ``fields``), or a ``fields``
+mapping (GSM8K: ``{instruction: question, response: answer}``); the prompt is rendered
+with the study's template like an SFT prompt. It starts from a base model or from
+another link (``init:``). ``steps`` optimizer steps; a checkpoint every ``save_steps``
+(default: only the last) at ``ckpt/<run_id>/step-<n>/``; a killed run resumes from
+its newest checkpoint (optimizer, scheduler, RNG state).
+
+``ckpt/<run_id>/rl_log.jsonl``: for every optimizer step, one row per response (of the
+main process): ``step``, ``prompt`` (index within the step), ``response`` (index within
+its group), ``length`` (completion tokens), ``reward`` (weighted sum), ``advantage``,
+``weight`` (its ``m_i`` under the configured loss) and ``weights`` (``{loss_type: m_i}``
+for grpo, bnpo, dr_grpo, dapo on the same micro-batches), measured by autograd through
+TRL's loss code (:mod:`sftlab.methods.aggregation`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sftlab.methods import rewards as reward_fns
+from sftlab.methods.links import Link
+from sftlab.study.spec import GENERIC_FORMATS, TrainedMethod, _unknown
+from sftlab.train import checkpoints
+
+log = logging.getLogger(__name__)
+
+#: TRL 1.16's loss types (``GRPOConfig.loss_type``).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+DEFAULT_FIELDS = {"instruction": "prompt", "response": "answer"}
+LOG_NAME = "train_log.jsonl"
+RL_LOG = "rl_log.jsonl"  # one row per response per optimizer step (sftlab.methods.aggregation)
+
+
+class GRPOMethod(TrainedMethod):
+    """GRPO-family RL on prompts with gold answers; full weights or a LoRA / DoRA adapter."""
+
+    type: Literal["grpo"]
+    adapter: Literal["full", "lora", "dora"] = "full"
+    steps: int = Field(gt=0)  # optimizer steps
+    save_steps: int | None = Field(None, gt=0)  # checkpoint every n steps (default: the last)
+    epochs: int = Field(1, gt=0)  # not used: grpo counts `steps`
+    batch_size: int = Field(gt=0)  # prompts per optimizer step
+    num_generations: int = Field(8, ge=2)
+    max_completion_length: int = Field(512, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0)  # KL coefficient; 0: no reference model
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float | None = Field(None, gt=0)  # DAPO's clip-higher; default: epsilon
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    loss_type: str = "dapo"
+    rewards: dict[str, float] = Field(default_factory=lambda: {"math_verify": 1.0})
+    reward_timeout: float = Field(5.0, gt=0)  # seconds per Math-Verify check
+
+    EXECUTION_ONLY = (*TrainedMethod.EXECUTION_ONLY, "reward_timeout")
+    UNIT = "step"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_fields(cls, raw: Any) -> Any:
+        """A generic-format ``data:`` without ``fields`` reads ``prompt`` / ``answer``."""
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+            data = raw["data"]
+            if data.get("format") in GENERIC_FORMATS and data.get("fields") is None:
+                return {**raw, "data": {**data, "fields": DEFAULT_FIELDS}}
+        return raw
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in LOSS_TYPES:
+            raise ValueError(_unknown("loss type", value, LOSS_TYPES))
+        return value
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in value if k not in reward_fns.REWARDS]
+        if bad:
+            raise ValueError("; ".join(_unknown("reward", k, reward_fns.REWARDS) for k in bad))
+        if not value:
+            raise ValueError("at least one reward is needed (math_verify, format)")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> GRPOMethod:
+        if self.data is None:
+            raise ValueError("`data`: a grpo method needs prompts with gold answers "
+                             "(data: {format: jsonl, path: ..., fields: ...})")
+        if self.data.format == "text":
+            raise ValueError("`data.format`: grpo reads prompts with answers, not raw text")
+        if self.epochs != 1:
+            raise ValueError("`epochs`: grpo counts optimizer steps; set `steps`")
+        if self.save_steps is not None and self.save_steps > self.steps:
+            raise ValueError(f"`save_steps` {self.save_steps} is more than `steps` {self.steps}")
+        return self
+
+    @property
+    def weights(self) -> str:
+        return self.adapter
+
+    @property
+    def examples_per_step(self) -> int:
+        return self.batch_size * self.num_generations
+
+    def checkpoints(self) -> list[int]:
+        every = self.save_steps or self.steps
+        return sorted({*range(every, self.steps + 1, every), self.steps})
+
+    def smoke(self, *, epochs: int, batch_size: int) -> dict:
+        """Two steps of two prompts, two completions of at most 16 tokens each."""
+        return {**self.model_dump(), "steps": min(self.steps, 2), "save_steps": None,
+                "batch_size": min(self.batch_size, 2), "num_generations": 2,
+                "max_completion_length": min(self.max_completion_length, 16),
+                "micro_batch_size": None}
+
+
+CONFIG = GRPOMethod
+
+
+def grpo_config(cfg, staging, *, world_size: int, progress: bool, precision: str):
+    """TRL ``GRPOConfig``: the shared hyperparameters plus the RL ones."""
+    from trl import GRPOConfig
+
+    from sftlab.train.arguments import training_arguments
+
+    method = cfg.method
+    return GRPOConfig(
+        **training_arguments(cfg, staging, world_size=world_size, progress=progress,
+                             precision=precision, save_strategy="steps"),
+        max_steps=method.steps,
+        save_steps=method.save_steps or method.steps,
+        num_generations=method.num_generations,
+        max_completion_length=method.max_completion_length,
+        temperature=method.temperature,
+        beta=method.beta,
+        epsilon=method.epsilon,
+        epsilon_high=method.epsilon_high,
+        scale_rewards=method.scale_rewards,
+        loss_type=method.loss_type,
+        reward_weights=list(method.rewards.values()),
+        log_completions=False,
+    )
+
+
+def train(link: Link) -> dict:
+    """Train one grpo run on its prepared prompts; resumes; a no-op once complete."""
+    from sftlab.train.config import config_from_study
+    from sftlab.train.run import load_rows
+
+    rows = load_rows(link.data_path)
+    return train_on_prompts(link.start, rows, config_from_study(link.study, link.run), link.root,
+                            progress=link.progress, record=link.record)
+
+
+def train_on_prompts(model_path: str, rows: list[dict], cfg, root, *, progress: bool = False,
+                     record: dict | None = None, callbacks: list | None = None) -> dict:
+    """GRPO on prepared ``rows`` (``prompt`` and ``completion`` = the gold answer) into
+    ``root`` (``ckpt/<run_id>``): ``step-<n>`` checkpoints, ``sftlab_done.json``."""
+    from pathlib import Path
+
+    root = Path(root)
+    main = int(os.environ.get("RANK", "0")) == 0
+    done = checkpoints.read_done(root)
+    if done is not None and cfg.method.steps in checkpoints.list_epochs(root, "step"):
+        return {**done, "skipped": True}
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        checkpoints.clean_partial(root)
+    last, resume_from = checkpoints.resume_point(root, "step")
+    if last >= cfg.method.steps:  # killed between the last checkpoint and the done record
+        summary = {"steps_done": checkpoints.list_epochs(root, "step"), "resumed_from_step": last}
+    else:
+        if 0 < last and resume_from is None:
+            log.warning("%s: step %d has no optimizer state; training from the start", root, last)
+        summary = _train(model_path, rows, cfg, root, resume_from, progress, record or {},
+                         callbacks or [])
+        summary["resumed_from_step"] = last if resume_from is not None else 0
+    steps = checkpoints.list_epochs(root, "step")
+    summary["checkpoints"] = [str(checkpoints.epoch_dir(root, s, "step")) for s in steps]
+    return checkpoints.mark_done(root, summary, "step") if main else summary
+
+
+def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks) -> dict:
+    from datasets import Dataset
+
+    from sftlab.train.callbacks import EpochCheckpointCallback, TrainLogCallback, truncate_log
+    from sftlab.train.trainer import (
+        load_model,
+        load_tokenizer,
+        peft_config,
+        quiet_libraries,
+        resolve_attention,
+        resolve_precision,
+    )
+
+    precision = resolve_precision(cfg.training.precision)
+    attention = resolve_attention(cfg.training.attn_implementation)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = grpo_config(cfg, root / checkpoints.STAGING, world_size=world, progress=progress,
+                       precision=precision)
+    extra = {} if cfg.method_type == "full" else {checkpoints.BASE_RECORD: {
+        "base_model": str(model_path), "method_type": cfg.method_type, **record}}
+    saver = EpochCheckpointCallback(root, extra, unit="step")
+    logger = TrainLogCallback(root / LOG_NAME)
+    truncate_log(root / LOG_NAME, _global_step(resume_from))
+    truncate_log(root / RL_LOG, _global_step(resume_from))
+    funcs = reward_fns.build(list(cfg.method.rewards), timeout=cfg.method.reward_timeout)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["completion"]} for r in rows])
+    with quiet_libraries():
+        tokenizer = load_tokenizer(model_path, cfg)
+        tokenizer.padding_side = "left"
+        model = load_model(model_path, cfg, precision, attention)
+        trainer = _trainer_class()(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                                   processing_class=tokenizer, peft_config=peft_config(cfg),
+                                   callbacks=[saver, logger, *callbacks])
+        trainer.sftlab_rl_log = root / RL_LOG if int(os.environ.get("RANK", "0")) == 0 else None
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        seconds = time.perf_counter() - start
+    shutil.rmtree(root / checkpoints.STAGING, ignore_errors=True)
+    math = next((f for f in funcs if isinstance(f, reward_fns.MathVerifyReward)), None)
+    return {
+        "steps_done": checkpoints.list_epochs(root, "step"),
+        "final_loss": logger.rows[-1]["loss"] if logger.rows else None,
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "train_seconds": round(seconds, 3),
+        "examples": len(rows),
+        "reward_checks": math.checks if math else 0,
+        "reward_failures": dict(math.failures) if math else {},
+    }
+
+
+def _trainer_class():
+    """TRL's ``GRPOTrainer`` that also writes ``rl_log.jsonl`` (see the module docstring)."""
+    import json
+
+    import torch
+    from trl import GRPOTrainer
+
+    from sftlab.methods.aggregation import AGGREGATIONS, measured_weights
+
+    class SftlabGRPOTrainer(GRPOTrainer):
+        sftlab_rl_log = None
+        _sftlab_rewards: list[float] = []
+        _sftlab_generation: dict | None = None
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            weights = self.reward_weights.to(per_func.device).unsqueeze(0)
+            self._sftlab_rewards = (per_func * weights).nansum(dim=1).tolist()
+            return per_func
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            n = out["completion_mask"].shape[0]
+            first = self.accelerator.process_index * n
+            out["sftlab_index"] = torch.arange(n)
+            self._sftlab_generation = {
+                "lengths": out["completion_mask"].sum(-1).tolist(),
+                "rewards": self._sftlab_rewards[first:first + n],
+                "advantages": out["advantages"].reshape(n, -1)[:, 0].tolist(),
+                "step": self.state.global_step + 1, "micro": []}
+            return out
+
+        def _compute_loss(self, model, inputs):
+            gen = self._sftlab_generation
+            if (self.sftlab_rl_log is not None and gen is not None and self.model.training
+                    and "sftlab_index" in inputs):
+                gen["micro"].append((inputs["sftlab_index"].tolist(),
+                                     inputs["completion_mask"].detach().cpu()))
+                if len(gen["micro"]) == self.args.steps_per_generation:
+                    self._sftlab_write(gen)
+                    self._sftlab_generation = None  # later iterations reuse the same batch
+            return super()._compute_loss(model, inputs)
+
+        def _sftlab_write(self, gen: dict) -> None:
+            masks = [m for _, m in gen["micro"]]
+            measured = {t: measured_weights(self, masks, t)
+                        for t in dict.fromkeys((*AGGREGATIONS, self.loss_type))}
+            g = self.num_generations
+            with open(self.sftlab_rl_log, "a", encoding="utf-8") as fh:
+                for k, (indices, _) in enumerate(gen["micro"]):
+                    for j, i in enumerate(indices):
+                        fh.write(json.dumps({
+                            "step": gen["step"], "prompt": i // g, "response": i % g,
+                            "length": int(gen["lengths"][i]), "reward": gen["rewards"][i],
+                            "advantage": gen["advantages"][i],
+                            "weight": measured[self.loss_type][k][j],
+                            "weights": {t: measured[t][k][j] for t in AGGREGATIONS}}) + "\n")
+
+    return SftlabGRPOTrainer
+
+
+def _global_step(checkpoint) -> int:
+    import json
+
+    if checkpoint is None:
+        return 0
+    return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
