@@ -21,8 +21,8 @@ from sftlab.report.document import Section
 from sftlab.report.examples import examples_section
 from sftlab.report.items import ItemScores
 from sftlab.report.options import ReportOptions, ReportSummary, SectionStatus
-from sftlab.report.sampling import sampling_section
 from sftlab.report.rl_weights import rl_section
+from sftlab.report.sampling import sampling_section
 from sftlab.report.suites import expand_suites, suite_section, suite_tasks
 from sftlab.report.synth_funnel import synth_funnel_section
 from sftlab.report.view import StudyView, build_view
