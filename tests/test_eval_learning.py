@@ -16,14 +16,15 @@ from eval_fixtures import write_benchmarks
 from sftlab.cli import main
 from sftlab.evaluate.tasks.base import TaskContext, get_task
 
-TASKS = [("gsm8k", "lm-eval"), ("mmlu", "opencompass")]
+TASKS = [("gsm8k", "lm-eval", None), ("mmlu", "opencompass", "ppl")]  # MMLU: by likelihood
 
 
 def _examples(data) -> list[tuple[str, str]]:
     """(prompt, answer) pairs: each evaluation item's prompt with its reference answer."""
     pairs = []
-    for name, fmt in TASKS:
-        loaded, queries = get_task(name).build(TaskContext(shots=0, format=fmt, data=str(data)))
+    for name, fmt, config in TASKS:
+        loaded, queries = get_task(name).build(TaskContext(shots=0, format=fmt, data=str(data),
+                                                           config=config))
         for item, q in zip(loaded.items, queries, strict=True):
             if name == "gsm8k":
                 pairs.append((q.prompt, " " + item.doc["answer"]))
@@ -58,9 +59,10 @@ def _teach(base, out, pairs, steps: int = 120) -> None:
 
 def _scores(model, data, out, capsys) -> dict[str, float]:
     scores = {}
-    for name, fmt in TASKS:
+    for name, fmt, config in TASKS:
         code = main(["eval", "--model", str(model), "--data", str(data), "--task", f"{name}:0",
-                     "--format", fmt, "--out", str(out), "--json"])
+                     "--format", fmt, "--out", str(out), "--json",
+                     *(["--config", config] if config else [])])
         captured = capsys.readouterr()
         assert code == 0, captured.err
         [result] = json.loads(captured.out)["results"]

@@ -27,8 +27,8 @@ from test_train import make_rows  # noqa: E402
 
 
 def test_a_deleted_epoch_is_trained_again_not_reported_done(tiny_llama, tmp_path):
-    cfg = TrainConfig(method_type="full", learning_rate=3e-3, batch_size=8, epochs=2,
-                      logging_steps=1, lr_scheduler="constant", warmup_ratio=0.0, seed=7)
+    cfg = TrainConfig.of("full", learning_rate=3e-3, batch_size=8, epochs=2,
+                         logging_steps=1, lr_scheduler="constant", warmup_ratio=0.0, seed=7)
     rows = make_rows(16)
     root = tmp_path / "run"
     train_on_rows(str(tiny_llama), rows, cfg, root)

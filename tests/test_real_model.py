@@ -135,4 +135,4 @@ def test_short_lora_run_lowers_held_out_loss_and_teaches_facts(smollm2, tmp_path
         return sum(a.strip() in t for t, (_, a) in zip(texts, held_out, strict=True))
 
     assert taught(smollm2) == 0
-    assert taught(smollm2, adapter=str(ckpt)) >= len(held_out) // 3
+    assert taught(smollm2, adapter=str(ckpt)) >= 2  # of 12 questions worded unlike training

@@ -57,22 +57,28 @@ def test_math_votes_on_hand_built_cases(tmp_path):
     res = score_predictions(TaskRequest("math", 0, "opencompass", str(data),
                                         options={"k": [1, 2, 4]}), preds)
     e = res.extra
-    # per item pass@1: 3/4, 2/4, 2/4; pass@4: every item has a correct sample
-    assert e["pass@1"] == pytest.approx(100 * (3 / 4 + 2 / 4 + 2 / 4) / 3)
+    # Each sample's verdict is the format's headline scorer: in the opencompass format
+    # OpenCompass's MATHEvaluator v2, for which only "\frac{1}{2}" (not 0.5 or 2/4) equals
+    # the gold 1/2. Votes cluster by Math-Verify; a cluster is scored by its first sample.
+    # per item pass@1: 1/4, 1/4, 2/4; pass@4: every item has a correct sample
+    assert e["pass@1"] == pytest.approx(100 * (1 / 4 + 1 / 4 + 2 / 4) / 3)
     assert e["pass@4"] == pytest.approx(100.0)
     assert e["cons@4"] == pytest.approx(100 * (1 + 1 + 0) / 3)
     assert e["maj@4"] == pytest.approx(0.0)
     # k=2 over all 6 pairs; the first of two different answers wins.
     # tie-wrong (2,3,3,2): right only when the pair starts with a 3: (1,2),(1,3),(2,3) -> 3/6
-    # join, cons: pairs starting at 1/3 (0,*) are wrong -> 3/6; maj: the same
-    # tie, cons: (0,1) (0,2) (0,3) right, (1,2) (1,3) 1/3 wrong, (2,3) 0.5 right -> 4/6
-    # tie, maj: as cons but (0,2) "\frac12" vs "0.5" -> first -> right too -> 4/6
-    assert e["cons@2"] == pytest.approx(100 * (3 / 6 + 4 / 6 + 3 / 6) / 3)
-    assert e["maj@2"] == pytest.approx(100 * (3 / 6 + 4 / 6 + 3 / 6) / 3)
+    # join: (0,*) start with 1/3, wrong; (1,2) (1,3) right; (2,3) joins 0.5 and 2/4, scored
+    # by "0.5", wrong -> 2/6 (maj: the same pairs) ; tie: (0,1) (0,2) (0,3) right, the rest
+    # start with 1/3 or 0.5 -> 3/6 (maj: the same)
+    assert e["cons@2"] == pytest.approx(100 * (2 / 6 + 3 / 6 + 3 / 6) / 3)
+    assert e["maj@2"] == pytest.approx(100 * (2 / 6 + 3 / 6 + 3 / 6) / 3)
     assert e["cons@1"] == pytest.approx(e["pass@1"]) and e["maj@1"] == pytest.approx(e["pass@1"])
     assert "Math-Verify" in res.provenance["notes"]["sampling"]["votes"]
 
 
+@pytest.mark.xfail(strict=True, reason="written for separator-tolerant GSM8K extraction; the "
+                   "opencompass format now extracts as OpenCompass does (2,400 -> 400), so the "
+                   "votes under test need a format with tolerant extraction (issue 15 follow-up)")
 def test_gsm8k_votes_join_numbers_that_strings_split(data, tmp_path):
     # item 0 (gold 5): strings 5.0 / 7 / 5 / 7 -> "7" wins; Math-Verify: {5.0, 5} ties {7, 7}
     # and was seen first. item 1 (gold 2400): one sample has no number and does not vote.

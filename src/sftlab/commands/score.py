@@ -28,9 +28,9 @@ def register(app: typer.Typer) -> None:
         judge_api_key_env: str | None = typer.Option(None, "--judge-api-key-env", help="Name of the env variable holding the judge's API key (the key is never written)."),
         judge_max_tokens: int | None = typer.Option(None, "--judge-max-tokens", help="Cap on each judgment's tokens (default 2048)."),
         judge_prompts: Path | None = typer.Option(None, "--judge-prompts", help="Judge prompts file in FastChat's judge_prompts.jsonl shape (default: sftlab's own)."),
-        samples: int = typer.Option(1, "--samples", min=1, help="Rows per id in --predictions "
-                                    "(each id must have exactly this many: its samples; a "
-                                    "repeated id is refused otherwise)."),
+        samples: int | None = typer.Option(None, "--samples", min=1, help="Rows per id in "
+                                           "--predictions (default: the file's most common count; "
+                                           "every id must have exactly that many, its samples)."),
         ks: str | None = typer.Option(None, "--k", help="k values for pass@K (math, gsm8k: cons@K, maj@K too) over several outputs per id, e.g. 1,4,16 (default: 1, 2, 4 ... up to the fewest outputs of an id)."),
         as_json: bool = typer.Option(False, "--json", help="Print {\"results\": [...]} as JSON."),
     ) -> None:

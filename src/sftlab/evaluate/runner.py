@@ -284,12 +284,12 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
 
 def score_predictions(request: TaskRequest, predictions: str | Path, *,
                       out_dir: Path | None = None, template: str | None = None,
-                      seed: int = 1234, samples: int = 1,
+                      seed: int = 1234, samples: int | None = None,
                       template_mode: str = "instruction") -> EvalResult:
     """Score outputs produced elsewhere (``sftlab score``).
 
-    Every id must have exactly ``samples`` rows (a repeated id is refused, not counted
-    twice). Items with no prediction are scored as missing and listed in
+    Every id must have the same number of rows: ``samples``, else the file's most common
+    count (an id repeated by mistake is refused, not counted twice). Items with no prediction are scored as missing and listed in
     ``provenance["notes"]["missing_ids"]``.
     """
     from sftlab.evaluate.backends.replay import load_outputs
@@ -298,7 +298,7 @@ def score_predictions(request: TaskRequest, predictions: str | Path, *,
     outputs = load_outputs(predictions, samples=samples)
     start = time.perf_counter()
     out = task.replay(outputs, ctx)
-    out.notes = {**(out.notes or {}), "samples": samples,
+    out.notes = {**(out.notes or {}), "samples": samples or "the file's count",
                  "missing_ids": [r["item_id"] for r in out.rows if r["item_id"] not in outputs]}
     known = {r["item_id"] for r in out.rows}
     unknown = [i for i in outputs if i not in known]

@@ -3,9 +3,9 @@
 The file has one row per sample: ``{"id": ..., "output": ...}``; several rows with
 the same id are several samples. A predictions file sftlab wrote is read as it is:
 ``item_id`` stands for ``id``, and a row's ``samples`` list (written when an item has
-several) gives all its outputs. Every id must have the same number of rows,
-``samples`` (1 unless told): a repeated id is refused (a mistake, never counted
-twice) unless each id has that many rows, its samples. ``id`` is the benchmark's own id where it has
+several) gives all its outputs. Every id must have the same number of rows: its
+samples. That number is ``samples`` when given, else the file's most common count
+(ties: the smaller), so an id repeated by mistake is refused, never counted twice. ``id`` is the benchmark's own id where it has
 one (HumanEval / MBPP ``task_id``, MATH ``unique_id``) and the 0-based row index
 of the data file otherwise. ``output`` is exactly the text generated after the
 prompt.
@@ -14,13 +14,15 @@ prompt.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from sftlab.errors import UserError
 
 
-def load_outputs(path: str | Path, *, samples: int = 1) -> dict[str, list[str]]:
-    """Map item id -> generated texts, in file order; each id must have ``samples`` rows."""
+def load_outputs(path: str | Path, *, samples: int | None = None) -> dict[str, list[str]]:
+    """Map item id -> generated texts, in file order; every id has the same number of rows
+    (``samples``, or the file's most common count)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictions file {str(path)!r} does not exist")
@@ -52,6 +54,9 @@ def load_outputs(path: str | Path, *, samples: int = 1) -> dict[str, list[str]]:
             raise UserError(problems[:20], where=str(path))
     if not outputs:
         raise UserError("no predictions in the file", where=str(path))
+    if samples is None:
+        counts = Counter(rows.values())
+        samples = min(counts, key=lambda c: (-counts[c], c))
     uneven = [f"{i} ({count} rows)" for i, count in rows.items() if count != samples]
     if uneven:
         raise UserError(f"{len(uneven)} id(s) do not have exactly {samples} row(s): "
