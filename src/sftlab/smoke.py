@@ -95,10 +95,10 @@ def _distinct_methods(study: Study) -> list[str]:
     """The grid's methods less those identical to an earlier one (same run ids)."""
     from sftlab.study.plan import method_identity
 
-    seen: list[dict] = []
+    seen: list[tuple] = []
     kept = []
-    for name in study.grid.methods:
-        identity = method_identity(study, name)
+    for name in study.grid.methods:  # a chained method differs by its parent link too
+        identity = (method_identity(study, name), study.methods[name].init)
         if identity not in seen:
             seen.append(identity)
             kept.append(name)
