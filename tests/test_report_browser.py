@@ -146,7 +146,9 @@ def test_report_opens_in_chromium(report, page, tmp_path):
     expected = ["Deltas vs the base model", "Score by epoch", "Model families",
                 "Training data vs benchmark", "Benchmark x benchmark correlation",
                 "Leave-one-out vs all", "Zero-shot vs few-shot", "LoRA vs full fine-tuning",
-                "Small vs large training sets", "Category scores", "Example outputs"]
+                "Small vs large training sets", "Category scores", "Synthetic data funnel",
+                "Repeated sampling: pass@k, cons@k, maj@k against k",
+                "RL: loss aggregation and reward by step", "Evaluation configs", "Example outputs"]
     assert [re.sub(r"^\d+\. ", "", h) for h in state["headings"]] == expected
     assert state["title"] == "sftlab report: browser-check"  # the planted script did not run
     assert state["xss"] is None and state["flag"] is None and state["scripts"] == 0
