@@ -409,3 +409,13 @@ def test_smoke_keeps_a_synth_source_only_when_its_generator_answers(server, tmp_
     dead = study_from_dict(synth_study(tmp_path, tiny_llama, spec_dict("http://127.0.0.1:9/v1")))
     stand_in = smoke_study(dead).datasets[0]
     assert stand_in.format == "jsonl" and stand_in.name == "synthetic"
+
+
+def test_synth_spec_refuses_yaml_aliases(tmp_path):
+    from sftlab.errors import UserError
+    from sftlab.synth.spec import load_spec
+
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n")
+    with pytest.raises(UserError, match="alias"):
+        load_spec(spec)

@@ -253,15 +253,15 @@ def _known_keys(loc: tuple) -> list[str]:
 
 def load_spec(path: str | Path) -> SynthSpec:
     """Read and validate a spec file."""
-    from sftlab.study.spec import _key_lines
+    from sftlab.study.spec import _compose, _key_lines
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"synth spec not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
+        node, raw = _compose(text)  # the study loader: aliases refused, parsed once
+        lines = _key_lines(node) if node is not None else {}
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", where=str(path)) from None
     except yaml.YAMLError as err:
