@@ -87,6 +87,22 @@ def test_writes_every_training_set_with_the_row_contract(tmp_path, tiny_llama, t
     assert set(manifest["training_sets"]) == {s.key for s in the_plan.training_sets}
 
 
+def test_unicode_line_separators_stay_inside_their_row(tmp_path, tiny_llama):
+    """GSM8K's train split holds U+2028 inside questions: a written row must still be one
+    line for every JSONL reader (``str.splitlines`` splits on it) and read back unchanged."""
+    odd = ["\u2028", "\u2029", "\u0085"]
+    rows = [{"question": f"Q{i}.{odd[i % 3]}How many?", "answer": f"#### {i}"} for i in range(6)]
+    source = {"name": "gsm", "format": "jsonl", "path": write(tmp_path / "g.jsonl", rows),
+              "fields": {"instruction": "question", "response": "answer"}}
+    study = make_study(tmp_path, [tiny_llama], [source], sizes=(6,), settings=("single",))
+    prepare(study, progress=False)
+    [spec] = plan(study).training_sets
+    text = training_set_path(study, spec.key).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) == 6
+    assert sorted(json.loads(x)["instruction"] for x in lines) == sorted(r["question"] for r in rows)
+
+
 def test_samples_are_nested_and_mixtures_are_their_union(tmp_path, tiny_llama, two_sources):
     study = make_study(tmp_path, [tiny_llama], two_sources)
     prepare(study, progress=False)

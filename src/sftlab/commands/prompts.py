@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from sftlab import jsonio
 from sftlab.commands.eval import CONFIG_HELP, TEMPLATE_MODE_HELP
 from sftlab.errors import UserError
 
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
         rows = prompt_rows(the_task, ctx)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+            out.write_text("".join(jsonio.line(r) for r in rows),
                            encoding="utf-8")
         if as_json:
             print(json.dumps({"task": name, "shots": k, "format": ctx.format,

@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from sftlab import jsonio
 from sftlab.data.records import BadRow
 from sftlab.errors import UserError
 
@@ -106,7 +107,7 @@ def _read_text(path: Path) -> str:
 
 
 def _iter_jsonl(path: Path, text: str) -> Iterator[Row]:
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(jsonio.lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -120,11 +121,6 @@ def _iter_jsonl(path: Path, text: str) -> Iterator[Row]:
             continue
         yield where, row if isinstance(row, dict) else BadRow(
             f"expected a JSON object, found {type(row).__name__}")
-
-
-def _lines(text: str) -> list[str]:
-    """Split on ``\\n`` only (``str.splitlines`` would also split on U+2028 and friends)."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _iter_json(path: Path, text: str) -> Iterator[Row]:
@@ -185,7 +181,7 @@ def _iter_csv(path: Path, text: str, columns: list[str] | None) -> Iterator[Row]
 
 
 def _iter_tsv(path: Path, text: str, columns: list[str] | None) -> Iterator[Row]:
-    numbered = ((n, line) for n, line in enumerate(_lines(text), start=1) if line.strip())
+    numbered = ((n, line) for n, line in enumerate(jsonio.lines(text), start=1) if line.strip())
     current = {"line": 0}
 
     def cells():

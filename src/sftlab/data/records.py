@@ -8,8 +8,9 @@ source survives except its name (``source``) and a stable ``id``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+from sftlab import jsonio
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,4 +55,4 @@ def training_row(example: Example, prompt: str) -> str:
         "prompt": prompt,
         "completion": example.response,
     }
-    return json.dumps(row, ensure_ascii=False) + "\n"
+    return jsonio.line(row)

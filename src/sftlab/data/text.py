@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from sftlab import jsonio
 from sftlab.errors import UserError
 
 
@@ -48,8 +49,7 @@ def link_lines(study, spec, *, name: str, where: str) -> Iterator[str]:
     path = study.resolve_path(spec.path)
     if spec.format == "text":
         for i, doc in enumerate(read_documents(path, where=where)):
-            yield json.dumps({"id": f"{name}/{i}", "source": name, "text": doc},
-                             ensure_ascii=False) + "\n"
+            yield jsonio.line({"id": f"{name}/{i}", "source": name, "text": doc})
         return
     from sftlab.data.loaders import load_source
     from sftlab.data.records import training_row

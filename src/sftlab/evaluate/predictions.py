@@ -38,7 +38,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
     """Write the rows (JSONL) then the provenance (JSON), each atomically."""
-    text = "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    text = "".join(jsonio.line(r) for r in rows)
     _atomic_write(path, text)
     _atomic_write(provenance_path(path), jsonio.dumps(provenance, indent=2) + "\n")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sftlab import jsonio
 from sftlab.methods.aggregation import AGGREGATIONS
 from sftlab.report.document import Section, Table, slug
 
@@ -50,7 +51,7 @@ def read_logs(root: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for path in sorted((root / "ckpt").glob(f"*/{RL_LOG}")):
         rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in jsonio.lines(path.read_text(encoding="utf-8")):
             try:
                 rows.append(json.loads(line))
             except ValueError:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftlab import jsonio
 from sftlab.data.sampling import derive_seed
 from sftlab.data.staging import write_atomic
 from sftlab.errors import UserError
@@ -350,7 +351,7 @@ def _write_outputs(spec: SynthSpec, result: SynthResult, rows: list[Row],
     kept = [kept_row(spec, r, conditions[r.condition]) for r in rows
             if r.stage == STAGES.index("kept")]
     write_atomic(out / "data.jsonl",
-                 "".join(json.dumps(k, ensure_ascii=False) + "\n" for k in kept))
+                 "".join(jsonio.line(k) for k in kept))
     write_atomic(out / "yield.csv", yield_csv(conditions, result.funnel))
     summary = {**result.to_json(), "errors": result.errors, "funnel": result.funnel,
                "conditions": conditions, "reference_files": result.reference_files,

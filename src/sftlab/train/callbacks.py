@@ -10,6 +10,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from sftlab import jsonio
 from sftlab.train import checkpoints
 
 
@@ -106,7 +107,7 @@ def truncate_log(path: Path, max_step: int) -> None:
     if not path.is_file():
         return
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in jsonio.lines(path.read_text(encoding="utf-8")):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a kill

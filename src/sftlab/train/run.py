@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from sftlab import jsonio
 from sftlab.errors import UserError
 from sftlab.train import checkpoints
 from sftlab.train.config import TrainConfig
@@ -127,7 +128,7 @@ def _train_or_resume(model_path: str, rows: list[dict], cfg: TrainConfig, root: 
 def _summary_from_files(root: Path, examples: int) -> dict:
     epochs = checkpoints.list_epochs(root)
     path = root / LOG_NAME
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    rows = [json.loads(x) for x in jsonio.lines(path.read_text(encoding="utf-8")) if x.strip()] if path.is_file() else []
     return {"epochs_done": epochs,
             "checkpoints": [str(checkpoints.epoch_dir(root, e)) for e in epochs],
             "final_loss": rows[-1]["loss"] if rows else None,

@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sftlab import jsonio
 from sftlab.errors import UserError
 from sftlab.evaluate.backends.base import GenerateRequest
 from sftlab.evaluate.judge import JudgeClient, judge_from_options
@@ -86,9 +87,9 @@ def load_baseline(data: str | None) -> tuple[list[dict[str, Any]], str]:
 def load_pair_prompt(path: str | None, name: str) -> dict[str, Any]:
     if path is None:
         text = resources.files("sftlab.resources").joinpath("judge_prompts/alpaca_eval.jsonl")
-        lines = text.read_text(encoding="utf-8").splitlines()
+        lines = jsonio.lines(text.read_text(encoding="utf-8"))
     else:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = jsonio.lines(Path(path).read_text(encoding="utf-8"))
     prompts = {p["name"]: p for p in (json.loads(line) for line in lines if line.strip())}
     if name not in prompts:
         raise UserError(f"no judge prompt named {name!r} (have: {', '.join(prompts)})",

@@ -34,6 +34,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+from sftlab import jsonio
 from sftlab.errors import UserError
 from sftlab.evaluate.backends.base import GenerateRequest
 from sftlab.evaluate.judge import JudgeClient, judge_from_options
@@ -77,7 +78,7 @@ def parse_rating(judgment: str | None) -> float | None:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in jsonio.lines(path.read_text(encoding="utf-8"))
                 if line.strip()]
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"cannot read JSONL: {err}", where=str(path)) from None
@@ -90,7 +91,7 @@ def load_judge_prompts(path: str | Path | None, default: str = "mt_bench.jsonl",
     defaults of the same name and the rest stay (FastChat's ``judge_ja_prompts.jsonl``
     has no multi-turn prompts)."""
     text = resources.files("sftlab.resources").joinpath(f"judge_prompts/{default}")
-    builtin = [json.loads(line) for line in text.read_text(encoding="utf-8").splitlines() if line]
+    builtin = [json.loads(line) for line in jsonio.lines(text.read_text(encoding="utf-8")) if line]
     if path is None:
         rows = builtin
     else:
