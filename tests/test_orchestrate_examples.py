@@ -65,6 +65,8 @@ def test_competition_runs_in_smoke_mode_and_reports_every_link(tmp_path, capsys)
 
     raw = yaml.safe_load(COMPETITION.read_text())
     raw["methods"]["cpt"]["data"]["path"] = str(COMPETITION.parent / "data" / "math_text.jsonl")
+    [synth] = [d for d in raw["datasets"] if d["format"] == "synth"]
+    synth["path"] = str(COMPETITION.parent / synth["path"])
     study = tmp_path / "competition.yaml"
     study.write_text(yaml.safe_dump({**raw, "output_dir": str(tmp_path / "out")}))
     assert main(["run", str(study), "--smoke", "--json"]) == 0
@@ -75,4 +77,7 @@ def test_competition_runs_in_smoke_mode_and_reports_every_link(tmp_path, capsys)
     assert {r["method"] for r in rows} == {"base", "cpt", "cpt>upscale", "cpt>upscale>sft",
                                            "cpt>sft_no_upscale", "cpt>upscale>sft>rl_grpo",
                                            "cpt>upscale>sft>rl_dapo"}
+    sampled = {r["method"] for r in rows if r["metric"].startswith("cons@")}
+    assert sampled == {"cpt>upscale>sft>rl_grpo", "cpt>upscale>sft>rl_dapo"}  # the last links
+    assert {r["metric"] for r in rows if r["method"] in sampled} >= {"cons@1", "cons@4", "pass@4"}
     assert main(["report", str(study), "--smoke"]) == 0

@@ -217,3 +217,25 @@ def test_template_mode_is_part_of_the_eval_id():
     off_base["evaluation"]["use_template"] = False
     assert {e.id for e in plan(study_from_dict(off)).evaluations} == \
         {e.id for e in plan(study_from_dict(off_base)).evaluations}
+
+
+def test_a_benchmark_limited_to_some_methods_evaluates_only_their_checkpoints():
+    from sftlab.errors import UserError
+
+    base = make_study(1, 1, (5,), ("full", "lora"), ("single",))
+    everything = plan(study_from_dict(base)).evaluations
+    only = copy.deepcopy(base)
+    only["evaluation"]["benchmarks"][0]["methods"] = ["lora"]
+    the_plan = plan(study_from_dict(only))
+    runs = {r.id: r.method for r in the_plan.runs}
+    gsm = [e for e in the_plan.evaluations if e.task == "gsm8k"]
+    assert gsm and {runs.get(e.target) for e in gsm} == {"lora"}  # no base, no full runs
+    assert len(gsm) == 2 * 2  # two shot counts x lora's two epochs
+    mmlu = [e for e in the_plan.evaluations if e.task == "mmlu"]
+    assert {e.id for e in mmlu} == {e.id for e in everything if e.task == "mmlu"}
+    # it selects, it does not change a score: the lora evaluations keep their ids
+    assert {e.id for e in gsm} <= {e.id for e in everything}
+    bad = copy.deepcopy(base)
+    bad["evaluation"]["benchmarks"][0]["methods"] = ["lroa"]
+    with pytest.raises(UserError, match=r"evaluation\.benchmarks\[0\]\.methods\[0\].*'lora'"):
+        study_from_dict(bad)

@@ -442,3 +442,20 @@ def test_techniques_run_end_to_end_on_a_tiny_model(tiny_llama, data, tmp_path, c
         assert all(r["tool_calls"] == [] and r["tokens"] <= 4 for r in rows)
     else:
         assert all(r["n_samples"] == 2 for r in rows)
+
+
+def test_greedy_and_sampled_runs_of_one_task_keep_their_own_predictions(tiny_llama, data,
+                                                                         tmp_path):
+    """One model load, gsm8k 0-shot twice (greedy, then 3 samples): two files, each with
+    its own rows (they once shared a name and the second overwrote the first)."""
+    from sftlab.evaluate.runner import evaluate_model
+
+    greedy = TaskRequest("gsm8k", 0, data=str(data), limit=2, options={"max_new_tokens": 6})
+    sampled = TaskRequest("gsm8k", 0, data=str(data), limit=2,
+                          options={"max_new_tokens": 6, "samples": 3, "temperature": 0.8, "seed": 1})
+    first, second = evaluate_model(str(tiny_llama), tasks=[greedy, sampled], out_dir=tmp_path,
+                                   progress=False)
+    assert first.predictions_path != second.predictions_path
+    assert first.predictions_path.endswith("gsm8k-0shot-opencompass.jsonl")
+    assert "samples" not in read_predictions(first.predictions_path)[0]
+    assert len(read_predictions(second.predictions_path)[0]["samples"]) == 3

@@ -428,8 +428,7 @@ class Scheduler:
         for e in p.evaluations:
             if self._pending(e.id) and self.selection.wants_eval(e):
                 groups[(e.target, e.epoch)].append(e)
-        benches = {(b.task, s, b.format, b.config_for(s)): b
-                   for b in p.study.evaluation.benchmarks for s in b.shots}
+        benches = p.study.evaluation.benchmarks
         runs = p.run_index
         model_paths = {m.name: m.path for m in p.study.models}
         out = []
@@ -437,7 +436,7 @@ class Scheduler:
             out = self._adapter_jobs(study_payload, groups, benches)
         for (target, epoch), specs in groups.items():
             run = runs.get(target)
-            evals = [{**_eval_payload(e, benches[(e.task, e.shots, e.format, e.config)]),
+            evals = [{**_eval_payload(e, benches[e.benchmark]),
                       "options": self.task_options} for e in specs]
             job_id = f"eval-{target}-e{epoch}-{content_hash(sorted(e.id for e in specs), 8)}"
             payload = {**study_payload, "job_id": job_id, "target": target, "epoch": epoch,
@@ -450,7 +449,7 @@ class Scheduler:
         return out
 
     def _adapter_jobs(self, study_payload: dict, groups: dict[tuple[str, int], list[EvalSpec]],
-                      benches: dict) -> list[tuple[Job, set[str]]]:
+                      benches: list) -> list[tuple[Job, set[str]]]:
         """With the vLLM backend: one job per base model for all its LoRA checkpoints that
         need the same benchmarks (one engine, each checkpoint a LoRA request on it). The
         base model, full and DoRA checkpoints (no vLLM LoRA) and chained links (another
@@ -467,7 +466,7 @@ class Scheduler:
         out = []
         for (model, _), members in shared.items():
             adapters = [{"target": t, "epoch": e,
-                         "evals": [{**_eval_payload(s, benches[(s.task, s.shots, s.format, s.config)]),
+                         "evals": [{**_eval_payload(s, benches[s.benchmark]),
                                     "options": self.task_options}
                                    for s in sorted(groups[(t, e)], key=lambda s: (s.task, s.shots, s.format))]}
                         for t, e in members]

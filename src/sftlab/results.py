@@ -26,11 +26,12 @@ def study_store_path(study, *, smoke: bool = False) -> Path:
     return (out / "smoke" if smoke else out) / STORE_NAME
 
 
-def results_rows(study, *, smoke: bool = False) -> list[dict]:
-    """The results as a list of dicts (raises UserError when the study never ran)."""
+def results_rows(study, *, smoke: bool = False, sampled: bool = False) -> list[dict]:
+    """The results as a list of dicts (raises UserError when the study never ran); with
+    ``sampled``, each sampled evaluation's pass@K / cons@K / maj@K as rows of their own."""
     store = Store.read(study_store_path(study, smoke=smoke))
     try:
-        return store.results()
+        return store.results(sampled=sampled)
     finally:
         store.close()
 

@@ -39,6 +39,7 @@ SMOKE_SIZES = (16, 32, 48, 64)
 SMOKE_EPOCHS = 1
 SMOKE_BATCH = 8
 SMOKE_LIMIT = 4
+SMOKE_SAMPLES = 4  # repeated sampling: at most this many samples (and k) per item
 SMOKE_TASK_OPTIONS = {"max_new_tokens": 48}  # random tiny models never stop on their own
 EMBEDDED_TASKS = smoke_tasks()  # tasks whose shape the embedded data has (the task registry)
 JUDGE_TASKS = judge_tasks()
@@ -165,6 +166,9 @@ def _smoke_evaluation(study: Study, epochs: int) -> dict:
 def _smoke_benchmark(study: Study, bench: BenchmarkSpec) -> dict:
     raw = bench.model_dump()
     raw["limit"] = min(bench.limit or SMOKE_LIMIT, SMOKE_LIMIT)
+    if bench.samples > SMOKE_SAMPLES:
+        raw["samples"] = SMOKE_SAMPLES
+        raw["k"] = sorted({min(k, SMOKE_SAMPLES) for k in bench.k}) if bench.k else None
     if bench.task not in JUDGE_TASKS and not (bench.data and _reachable(study, bench.data)):
         raw["data"] = EMBEDDED_PREFIX
     return raw

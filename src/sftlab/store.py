@@ -299,14 +299,24 @@ class Store:
         cur = self.conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs")
         return {row[0]: dict(zip(RUN_COLUMNS, row, strict=True)) for row in cur}
 
-    def results(self, *, planned_only: bool = True) -> list[dict]:
-        """Every stored result as a flat dict (:data:`RESULT_COLUMNS`)."""
-        sql = f"SELECT {', '.join('r.' + c for c in RESULT_COLUMNS)} FROM results r"
+    def results(self, *, planned_only: bool = True, sampled: bool = False) -> list[dict]:
+        """Every stored result as a flat dict (:data:`RESULT_COLUMNS`); with ``sampled``, a
+        sampled evaluation's pass@K / cons@K / maj@K follow its row as rows of their own."""
+        sql = f"SELECT {', '.join('r.' + c for c in RESULT_COLUMNS)}, r.extra FROM results r"
         if planned_only:
             sql += " JOIN units u ON u.id = r.eval_id WHERE u.planned = 1"
         sql += (" ORDER BY r.model, r.method != 'base', r.method, r.size, r.setting, r.datasets, "
                 "r.run_id, r.epoch, r.task, r.shots, r.format")  # each model's base rows first
-        return [dict(zip(RESULT_COLUMNS, row, strict=True)) for row in self.conn.execute(sql)]
+        out = []
+        for *row, extra in self.conn.execute(sql):
+            out.append(dict(zip(RESULT_COLUMNS, row, strict=True)))
+            if sampled and extra:
+                values = json.loads(extra)
+                names = sorted((m for m in values if _is_sampled(m) and m != out[-1]["metric"]),
+                               key=_sampled_order)
+                out += [{**out[-1], "metric": m, "value": values[m],
+                         "stderr": values.get(f"{m}_stderr")} for m in names]
+        return out
 
     # ------------------------------------------------------------------ status
 
@@ -372,6 +382,20 @@ class _transaction:
 
     def __exit__(self, exc_type, *rest) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _is_sampled(metric: str) -> bool:
+    from sftlab.evaluate.sampling import SAMPLED_METRIC
+
+    return SAMPLED_METRIC.fullmatch(metric) is not None
+
+
+def _sampled_order(metric: str) -> tuple[int, int]:
+    """pass@K, then cons@K, then maj@K, each by K."""
+    from sftlab.evaluate.sampling import SAMPLED_METRIC
+
+    kind, k = SAMPLED_METRIC.fullmatch(metric).groups()
+    return ("pass", "cons", "maj").index(kind), int(k)
 
 
 def _cell(value: Any, default: Any = None) -> Any:

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print every stored score, one row each: run_id, model, method, setting, datasets
         ('+'-joined), size, epoch (0 = base model), task, shots, format, metric, value
-        (percent; MT-Bench 1-10), stderr, n."""
+        (percent; MT-Bench 1-10), stderr, n. A sampled evaluation (samples: n) is followed by
+        its pass@K, cons@K and maj@K rows."""
         from sftlab import jsonio
         from sftlab.errors import UserError
         from sftlab.results import COLUMNS, TABLE_COLUMNS, results_rows
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
             raise UserError("choose one of --json and --csv")
         columns = COLUMNS if paths else TABLE_COLUMNS
         rows = [{c: r[c] for c in columns}
-                for r in results_rows(load_study(study_path), smoke=smoke)]
+                for r in results_rows(load_study(study_path), smoke=smoke, sampled=True)]
         if as_json:
             print(jsonio.dumps(rows, indent=1))
         elif as_csv:

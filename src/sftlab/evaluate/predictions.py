@@ -16,8 +16,21 @@ from typing import Any
 from sftlab import jsonio
 
 
-def predictions_path(out_dir: Path, task: str, shots: int, fmt: str) -> Path:
-    return Path(out_dir) / f"{task}-{shots}shot-{fmt}.jsonl"
+def predictions_path(out_dir: Path, task: str, shots: int, fmt: str, repeat: int = 1) -> Path:
+    """``<task>-<shots>shot-<format>.jsonl``; the same task, shots and format asked again in
+    one call (greedy and sampled, two configs) gets ``-2``, ``-3`` ... so none overwrites another."""
+    suffix = f"-{repeat}" if repeat > 1 else ""
+    return Path(out_dir) / f"{task}-{shots}shot-{fmt}{suffix}.jsonl"
+
+
+def predictions_paths(out_dir: Path, keys: list[tuple[str, int, str]]) -> list[Path]:
+    """One distinct :func:`predictions_path` per ``(task, shots, format)`` key, in order."""
+    seen: dict[tuple[str, int, str], int] = {}
+    paths = []
+    for key in keys:
+        seen[key] = seen.get(key, 0) + 1
+        paths.append(predictions_path(out_dir, *key, repeat=seen[key]))
+    return paths
 
 
 def provenance_path(pred_path: Path) -> Path:

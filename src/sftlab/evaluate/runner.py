@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import UserError
-from sftlab.evaluate.predictions import predictions_path, write_predictions
+from sftlab.evaluate.predictions import predictions_path, predictions_paths, write_predictions
+from sftlab.evaluate.sampling import SAMPLED_METRIC
 from sftlab.evaluate.tasks.base import Task, TaskContext, TaskOutput, get_task
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "openai")
-SAMPLED_METRIC = re.compile(r"(pass|cons|maj)@\d+")
 SUMMARY_FIELDS = ("task", "shots", "format", "config", "version", "metric", "value", "stderr",
                   "n", "outcomes")
 
@@ -194,9 +193,12 @@ def config_provenance(ctx: TaskContext) -> dict[str, Any]:
     return out
 
 
-def _result(task: Task, ctx: TaskContext, out: TaskOutput, out_dir: Path,
+def _paths(prepared: list[tuple[Task, TaskContext]], out_dir: Path) -> list[Path]:
+    return predictions_paths(Path(out_dir), [(t.name, c.shots, c.format) for t, c in prepared])
+
+
+def _result(task: Task, ctx: TaskContext, out: TaskOutput, path: Path,
             backend_prov: dict[str, Any], elapsed: float) -> EvalResult:
-    path = predictions_path(out_dir, task.name, ctx.shots, ctx.format)
     provenance = {
         "task": task.name, "version": task.version, "format": ctx.format, "shots": ctx.shots,
         **config_provenance(ctx),
@@ -232,6 +234,7 @@ def evaluate_model(model: str, *, adapter: str | None = None, tasks: list[TaskRe
                  len(prepared))
     backend_prov = be.provenance()
     results = []
+    paths = _paths(prepared, out_dir)
     for k, (task, ctx) in enumerate(prepared, 1):
         if progress:
             log.info("[%d/%d] %s %d-shot (%s) ...", k, len(prepared), task.name, ctx.shots,
@@ -239,7 +242,7 @@ def evaluate_model(model: str, *, adapter: str | None = None, tasks: list[TaskRe
         start = time.perf_counter()
         out = task.run(be, ctx)
         elapsed = time.perf_counter() - start
-        res = _result(task, ctx, out, Path(out_dir), backend_prov, elapsed)
+        res = _result(task, ctx, out, paths[k - 1], backend_prov, elapsed)
         if progress:
             log.info("[%d/%d] %s %d-shot (%s): %s = %.2f (n=%d, %.1fs)", k, len(prepared),
                      task.name, ctx.shots, ctx.format, out.metric, out.value, out.n, elapsed)
@@ -274,10 +277,11 @@ def evaluate_adapters(model: str, adapters: dict[str, str | None], *, tasks: lis
                               batch_size=batch_size, options=options)
         prov = be.provenance()
         results[name] = []
-        for task, ctx in prepared:
+        for (task, ctx), path in zip(prepared, _paths(prepared, Path(out_dir) / name),
+                                     strict=True):
             start = time.perf_counter()
             out = task.run(be, ctx)
-            results[name].append(_result(task, ctx, out, Path(out_dir) / name, prov,
+            results[name].append(_result(task, ctx, out, path, prov,
                                          time.perf_counter() - start))
     return results
 
@@ -313,4 +317,5 @@ def score_predictions(request: TaskRequest, predictions: str | Path, *,
                           out.stderr, out.n, out.outcomes, None,
                           {"notes": out.notes, **config_provenance(ctx), **prov}, out.extra,
                           ctx.config)
-    return _result(task, ctx, out, Path(out_dir), prov, time.perf_counter() - start)
+    return _result(task, ctx, out, predictions_path(Path(out_dir), task.name, ctx.shots,
+                                                    ctx.format), prov, time.perf_counter() - start)

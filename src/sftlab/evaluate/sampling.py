@@ -25,11 +25,15 @@ the seed when there are more (the notes say which).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sftlab.errors import UserError
+
+#: The metric names of a sampled evaluation (groups: kind, k): ``pass@4``, ``cons@16``, ``maj@1``.
+SAMPLED_METRIC = re.compile(r"(pass|cons|maj)@(\d+)")
 
 MAX_SUBSETS = 1000
 SAMPLED_TEMPERATURE = 0.8

@@ -12,17 +12,16 @@ the evaluation scaled the same way.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sftlab.evaluate.sampling import SAMPLED_METRIC
 from sftlab.report import figures
 from sftlab.report.document import MISSING, Cell, Figure, Section, Table, interval, num, slug
 from sftlab.report.stats import bootstrap_counts
 
-METRIC = re.compile(r"(pass|cons|maj)@(\d+)")
 KINDS = ("pass", "cons", "maj")
 
 
@@ -77,9 +76,9 @@ def sampling_table(rows: pd.DataFrame, items, options) -> pd.DataFrame:
         tokens = [sum(s.get("tokens", 0) for s in p.get("samples", [])) for p in preds]
         n_samples = max((len(p.get("samples", [])) for p in preds), default=0)
         seconds = _seconds(root, r.get("eval_id"))
-        names = {m for p in preds for m in p.get("at_k", {}) if METRIC.fullmatch(m)}
+        names = {m for p in preds for m in p.get("at_k", {}) if SAMPLED_METRIC.fullmatch(m)}
         for name in names:
-            kind, k = METRIC.fullmatch(name).groups()
+            kind, k = SAMPLED_METRIC.fullmatch(name).groups()
             values = np.array([p.get("at_k", {}).get(name, 0.0) for p in preds], dtype=float)
             low, high = _interval(values, options.resamples, options.seed)
             share = int(k) / n_samples if n_samples else float("nan")

@@ -88,6 +88,7 @@ class EvalSpec:
     shots: int
     format: str
     config: str | None = None  # the named OpenCompass config (opencompass format)
+    benchmark: int = 0  # its entry in evaluation.benchmarks (one task may be listed twice)
 
 
 @dataclass
@@ -405,18 +406,19 @@ def _judge_identity(judge) -> dict | None:
 
 
 def _evaluations(study: Study, runs: list[RunSpec], epochs: dict[str, list[int]]) -> list[EvalSpec]:
-    targets: list[tuple[str, str, int]] = []
+    targets: list[tuple[str, str, int, str | None]] = []  # (target, model, epoch, method)
     if study.evaluation.include_base:
-        targets += [(f"base-{m.name}", m.name, 0) for m in study.models]
-    targets += [(r.id, r.model, e) for r in runs for e in epochs[r.id]]
+        targets += [(f"base-{m.name}", m.name, 0, None) for m in study.models]
+    targets += [(r.id, r.model, e, r.method) for r in runs for e in epochs[r.id]]
     base_paths = {f"base-{m.name}": study.model_key(m.path) for m in study.models}
     out = []
-    for bench in study.evaluation.benchmarks:
+    for index, bench in enumerate(study.evaluation.benchmarks):
+        chosen = [t[:3] for t in targets if bench.methods is None or t[3] in bench.methods]
         for shots in bench.shots:
             ident = eval_identity(study, bench, shots)
-            for target, model, epoch in targets:
+            for target, model, epoch in chosen:
                 who = base_paths.get(target, target)
                 eid = content_hash({"target": who, "epoch": epoch, "eval": ident})
                 out.append(EvalSpec(eid, target, model, epoch, bench.task, shots, bench.format,
-                                    ident["config"]))
+                                    ident["config"], index))
     return out

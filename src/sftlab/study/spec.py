@@ -344,6 +344,9 @@ class BenchmarkSpec(_Strict):
     tool_use: ToolUse | None = None  # Python blocks run in the sandbox (sftlab.evaluate.tools)
     # recursive self-aggregation (sftlab.evaluate.aggregation)
     self_aggregation: SelfAggregation | None = None
+    # only the checkpoints of these methods' runs (links of a chain included); default:
+    # every checkpoint and the base models. Chooses what is evaluated, not how: not in ids.
+    methods: list[str] | None = Field(None, min_length=1)
 
     def sampling_options(self) -> dict[str, Any]:
         """The task options of the sampling keys (and budget forcing) that differ from
@@ -597,6 +600,14 @@ def _cross_problems(raw: dict) -> list[str]:
         if method not in methods:
             problems.append(f"grid.methods[{i}]: " + _unknown(
                 "method", str(method), tuple(methods), noun_hint="(define it under `methods`)"))
+    ev = raw.get("evaluation") if isinstance(raw.get("evaluation"), dict) else {}
+    benches = ev.get("benchmarks") if isinstance(ev.get("benchmarks"), list) else []
+    for i, bench in enumerate(benches):
+        chosen = bench.get("methods") if isinstance(bench, dict) else None
+        for j, method in enumerate(chosen if isinstance(chosen, list) else []):
+            if method not in methods:
+                problems.append(f"evaluation.benchmarks[{i}].methods[{j}]: " + _unknown(
+                    "method", str(method), tuple(methods), noun_hint="(define it under `methods`)"))
     settings = grid.get("settings") if isinstance(grid.get("settings"), list) else []
     if "leave_one_out" in settings and len(names("datasets")) < 2:
         problems.append("grid.settings: leave_one_out needs at least two datasets")
