@@ -217,3 +217,34 @@ def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatc
     monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)
     plain = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
     assert shared == plain and all(shared)
+
+
+def test_rows_leave_the_batch_when_they_end_and_match_transformers_generate(tiny_llama):
+    """The decoding loop drops a finished row (its KV included) from the batch, and its
+    greedy answers are those of transformers' own ``generate``, row by row."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sftlab.models.generation import GenRow, generate_rows
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts = ["Question: one two", "Question: three four five six", "Q: seven"]
+    budgets = [3, 12, 6]
+    rows = [GenRow(tokenizer(p)["input_ids"], max_new_tokens=b) for p, b in zip(prompts, budgets, strict=True)]
+    widths = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    out = generate_rows(model, tokenizer, rows, batch_size=8)
+    hook.remove()
+    assert widths[0] == 3 and widths[-1] == 1 and sorted(widths, reverse=True) == widths
+    assert widths.count(3) == 3 and len(widths) == 12  # the 3-token row leaves after step 3
+    eos = set(model.generation_config.eos_token_id if isinstance(
+        model.generation_config.eos_token_id, list) else [model.generation_config.eos_token_id])
+    for row, got in zip(rows, out, strict=True):
+        ref = model.generate(torch.tensor([row.prompt_ids]), do_sample=False,
+                             max_new_tokens=row.max_new_tokens, min_new_tokens=0,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        ids = ref[0, len(row.prompt_ids):].tolist()
+        ids = ids[:next((k for k, t in enumerate(ids) if t in eos), len(ids))]
+        assert got.ids == ids

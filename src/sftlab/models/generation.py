@@ -1,13 +1,15 @@
 """The one generation path: the hf evaluation backend and ``sftlab serve`` call it.
 
-Rows (one prompt, one sample each) are sorted by length and run through
-``model.generate`` in batches with left padding. Every row keeps its own
-temperature, top-p, seed, stop strings and token budget:
+Rows (one prompt, one sample each) are sorted by length and decoded in batches with
+left padding by a loop of our own (:func:`_decode`) that drops each row from the batch,
+its KV cache included, as soon as it ends, so long answers never keep short ones
+computing. Every row keeps its own temperature, top-p, seed, stop strings and token
+budget:
 
-- a logits processor draws each row's next token with the row's own
-  ``torch.Generator``, so a sampled row gives the same text whatever it is batched
-  with, in whatever order (up to float noise of padded batches);
-- a stopping criterion ends each row at its budget or at its first stop string;
+- each row's next token is drawn with the row's own ``torch.Generator``, so a sampled
+  row gives the same text whatever it is batched with, in whatever order (up to float
+  noise of padded batches);
+- each row ends at EOS, at its budget or at its first stop string;
 - the text is cut before the earliest stop string and the tokens after the first
   EOS (or trailing padding) are dropped;
 - rows of a batch that share a long token prefix (a few-shot block, the n samples of
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria
 
 MIN_SHARED_PREFIX = 32  # tokens: shorter shared prefixes are not worth a separate pass
 
@@ -121,32 +122,64 @@ def left_padded(id_lists: list[list[int]], pad: int, device: Any) -> tuple[torch
 @torch.inference_mode()
 def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[int],
                     keep_logits: bool) -> list[Generated]:
-    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
     device = next(model.parameters()).device
     shared = shared_prefix_length([r.prompt_ids for r in rows])
-    extra: dict[str, Any] = {}
+    cache, done = None, 0
     if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
-        input_ids, mask, extra["cache"] = _with_shared_prefix(model, rows, shared,
-                                                              tokenizer.pad_token_id, device)
+        input_ids, mask, cache = _with_shared_prefix(model, rows, shared,
+                                                     tokenizer.pad_token_id, device)
+        done = shared
     else:
         input_ids, mask = left_padded([r.prompt_ids for r in rows], tokenizer.pad_token_id, device)
-    prompt_len = input_ids.shape[1]
-    config = GenerationConfig(
-        do_sample=False, max_new_tokens=max(1, max(r.max_new_tokens for r in rows)),
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
-        return_dict_in_generate=True, output_logits=keep_logits,
-        temperature=None, top_p=None, top_k=None,
-    )
-    out = model.generate(
-        input_ids=input_ids, attention_mask=mask, generation_config=config,
-        logits_processor=LogitsProcessorList([RowSampler(rows, device)]),
-        stopping_criteria=StoppingCriteriaList([RowStopper(rows, prompt_len, tokenizer)]),
-        **extra,
-    )
-    new_ids = out.sequences[:, prompt_len:].tolist()
-    return [_finish(tokenizer, row, new_ids[b], eos, out.logits if keep_logits else None, b)
+    new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, cache, done, eos,
+                              keep_logits)
+    return [_finish(tokenizer, row, new_ids[b], eos, logits[b] if keep_logits else None)
             for b, row in enumerate(rows)]
+
+
+def _decode(model: Any, tokenizer: Any, rows: list[GenRow], input_ids: torch.Tensor,
+            mask: torch.Tensor, cache: Any, done: int, eos: list[int],
+            keep_logits: bool) -> tuple[list[list[int]], list[list[torch.Tensor]]]:
+    """Each row's new tokens (and raw logits): a decoding loop that drops a row from the
+    batch, KV cache included, as soon as it ends (EOS, its budget or a stop string), so
+    the rows still running never wait on, or pay for, the finished ones.
+
+    ``input_ids[:, :done]`` are already in ``cache`` (a shared prefix) or ``done`` is 0.
+    """
+    from transformers import DynamicCache
+
+    cache = cache if cache is not None else DynamicCache()
+    pick = RowSampler(rows, input_ids.device)
+    stops = RowStopper(rows, tokenizer)
+    out_ids: list[list[int]] = [[] for _ in rows]
+    out_logits: list[list[torch.Tensor]] = [[] for _ in rows]
+    alive = list(range(len(rows)))  # rows still decoding, in batch order
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    step_ids, step_pos = input_ids[:, done:], positions[:, done:]
+    while alive:
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        keep, tokens = [], []
+        for j, i in enumerate(alive):
+            token = pick.choose(i, logits[j])
+            out_ids[i].append(token)
+            if keep_logits:
+                out_logits[i].append(logits[j])
+            if not (token in eos or stops.ended(i, out_ids[i])):
+                keep.append(j)
+                tokens.append(token)
+        last = step_pos[:, -1]
+        if len(keep) < len(alive):
+            if not keep:
+                break
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, last = mask[index], last[index]
+            alive = [alive[j] for j in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        step_ids = torch.tensor(tokens, device=mask.device)[:, None]
+        step_pos = (last + 1)[:, None]
+    return out_ids, out_logits
 
 
 def shared_prefix_length(id_lists: list[list[int]]) -> int:
@@ -180,7 +213,7 @@ def _with_shared_prefix(model: Any, rows: list[GenRow], shared: int, pad: int, d
 
 
 def _finish(tokenizer: Any, row: GenRow, ids: list[int], eos: list[int],
-            logits: tuple[torch.Tensor, ...] | None, b: int) -> Generated:
+            logits: list[torch.Tensor] | None) -> Generated:
     ids = ids[:row.max_new_tokens]
     reason = "length"
     for k, tok in enumerate(ids):
@@ -194,7 +227,7 @@ def _finish(tokenizer: Any, row: GenRow, ids: list[int], eos: list[int],
     if cut >= 0:
         text, reason = text[:cut], "stop"
         ids = _ids_covering(tokenizer, ids, cut)
-    steps = [logits[k][b] for k in range(len(ids))] if logits is not None else None
+    steps = logits[:len(ids)] if logits is not None else None
     return Generated(ids, text, reason, steps)
 
 
@@ -216,12 +249,9 @@ def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
     return text[:cut]
 
 
-class RowSampler(LogitsProcessor):
-    """Draws each row's next token with its own temperature, top-p and generator.
-
-    Returns scores that are ``-inf`` everywhere except the chosen token, so the greedy
-    search of ``generate`` picks exactly that token.
-    """
+class RowSampler:
+    """Draws each row's next token with its own temperature, top-p and generator
+    (greedy rows, temperature 0, take the argmax)."""
 
     def __init__(self, rows: list[GenRow], device: torch.device):
         self.rows = rows
@@ -236,18 +266,10 @@ class RowSampler(LogitsProcessor):
                     gen.manual_seed(row.seed)
             self.generators.append(gen)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        choice = scores.argmax(dim=-1)  # greedy rows (temperature 0) keep this
-        if not any(self.generators):
-            return scores
-        for i, row in enumerate(self.rows):
-            if row.temperature > 0:
-                choice[i] = self._choose(i, row, scores[i])
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, choice[:, None], 0.0)
-        return out
-
-    def _choose(self, i: int, row: GenRow, logits: torch.Tensor) -> int:
+    def choose(self, i: int, logits: torch.Tensor) -> int:
+        row = self.rows[i]
+        if row.temperature <= 0:
+            return int(logits.argmax())
         probs = torch.softmax(logits.float() / row.temperature, dim=-1)
         if row.top_p < 1.0:
             sorted_p, order = probs.sort(descending=True)
@@ -256,23 +278,19 @@ class RowSampler(LogitsProcessor):
         return int(torch.multinomial(probs, 1, generator=self.generators[i]))
 
 
-class RowStopper(StoppingCriteria):
-    """Ends each row at its own token budget or at its first stop string."""
+class RowStopper:
+    """Whether a row has ended: its token budget spent or a stop string in its new text."""
 
-    def __init__(self, rows: list[GenRow], prompt_len: int, tokenizer: Any):
+    def __init__(self, rows: list[GenRow], tokenizer: Any):
         self.rows = rows
-        self.prompt_len = prompt_len
         self.tokenizer = tokenizer
         self.windows = [max((len(s) for s in r.stop), default=0) + 8 for r in rows]
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        n_new = input_ids.shape[1] - self.prompt_len
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for i, row in enumerate(self.rows):
-            if n_new >= row.max_new_tokens:
-                done[i] = True
-            elif row.stop:
-                tail = input_ids[i, max(self.prompt_len, input_ids.shape[1] - self.windows[i]):]
-                text = self.tokenizer.decode(tail, skip_special_tokens=True)
-                done[i] = any(s and s in text for s in row.stop)
-        return done
+    def ended(self, i: int, ids: list[int]) -> bool:
+        row = self.rows[i]
+        if len(ids) >= row.max_new_tokens:
+            return True
+        if not row.stop:
+            return False
+        text = self.tokenizer.decode(ids[-self.windows[i]:], skip_special_tokens=True)
+        return any(s and s in text for s in row.stop)
