@@ -130,7 +130,8 @@ class GRPOMethod(TrainedMethod):
         if self.save_steps is not None and self.save_steps > self.steps:
             raise ValueError(f"`save_steps` {self.save_steps} is more than `steps` {self.steps}")
         if not self.use_vllm:
-            given = [k for k in self.VLLM_PLACEMENT if k in self.model_fields_set]
+            given = [k for k in self.VLLM_PLACEMENT
+                     if getattr(self, k) != type(self).model_fields[k].default]
             if given:
                 raise ValueError(f"`{given[0]}` is set but `use_vllm` is false")
         elif self.vllm_server_base_url is not None and self.vllm_mode != "server":
@@ -186,7 +187,8 @@ def grpo_config(cfg, staging, *, world_size: int, progress: bool, precision: str
 
     method = cfg.method
     by_steps = method.steps is not None
-    length = ({"max_steps": method.steps, "save_steps": method.save_steps or method.steps}
+    length = ({"max_steps": method.steps, "save_steps": method.save_steps or method.steps,
+               "num_train_epochs": 1}  # transformers ignores it when max_steps is set
               if by_steps else {"num_train_epochs": method.epochs})
     return GRPOConfig(
         **{**training_arguments(cfg, staging, world_size=world_size, progress=progress,
