@@ -7,15 +7,23 @@ into micro-batches of ``micro_batch_size`` completions); the rewards
 weights and turned into group-relative advantages (``scale_rewards``). ``loss_type``
 (``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` and TRL's others) is passed to TRL as it
 is, like ``beta``, ``epsilon`` / ``epsilon_high``, ``temperature`` and
-``max_completion_length``; the defaults are TRL 1.16's. Generation is HF ``generate``.
+``max_completion_length``; the defaults are TRL 1.16's. Generation is HF ``generate``,
+or vLLM with ``use_vllm`` (``vllm_mode: colocate | server`` and the placement keys, TRL's
+names; CUDA and ``vllm`` are checked before training starts).
 
 Data: the method's own ``data:`` holds prompts with gold answers: JSON lines / CSV /
 parquet with ``prompt`` and ``answer`` columns (the default ``fields``), or a ``fields``
 mapping (GSM8K: ``{instruction: question, response: answer}``); the prompt is rendered
 with the study's template like an SFT prompt. It starts from a base model or from
-another link (``init:``). ``steps`` optimizer steps; a checkpoint every ``save_steps``
-(default: only the last) at ``ckpt/<run_id>/step-<n>/``; a killed run resumes from
-its newest checkpoint (optimizer, scheduler, RNG state).
+another link (``init:``). Its length is ``steps`` optimizer steps (a checkpoint every
+``save_steps``, default only the last, at ``ckpt/<run_id>/step-<n>/``) or ``epochs``
+passes over the prompts (``ceil(prompts / batch_size)`` steps each, the prompts
+reshuffled every epoch; a checkpoint at ``ckpt/<run_id>/epoch-<n>/`` after each, evaluated
+like an SFT epoch; the plan needs no row count). TRL's sampler drops an epoch's last
+incomplete batch, so when ``batch_size`` does not divide the prompts the first ones are
+repeated to fill it (:func:`pad_to_batches`). A killed run resumes from its newest
+checkpoint (optimizer, scheduler, RNG state). ``answer_marker`` (``"####"``, ``"The
+answer is"``): both rewards also read a final answer after it (:mod:`rewards`).
 
 ``ckpt/<run_id>/rl_log.jsonl``: for every optimizer step, one row per response (of the
 main process): ``step``, ``prompt`` (index within the step), ``response`` (index within
@@ -82,8 +90,9 @@ class GRPOMethod(TrainedMethod):
 
     #: Where and how vLLM runs changes no result; whether it generates does (its sampler,
     #: and TRL's importance-sampling correction of the loss), so ``use_vllm`` is in the id.
-    VLLM_PLACEMENT: ClassVar[tuple[str, ...]] = ("vllm_mode", "vllm_server_base_url", "vllm_gpu_memory_utilization",
-                      "vllm_tensor_parallel_size")
+    VLLM_PLACEMENT: ClassVar[tuple[str, ...]] = (
+        "vllm_mode", "vllm_server_base_url", "vllm_gpu_memory_utilization",
+        "vllm_tensor_parallel_size")
     EXECUTION_ONLY = (*TrainedMethod.EXECUTION_ONLY, "reward_timeout", *VLLM_PLACEMENT)
     UNIT = "step"
 
