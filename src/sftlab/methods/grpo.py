@@ -269,7 +269,8 @@ def train(link: Link) -> dict:
 def train_on_prompts(model_path: str, rows: list[dict], cfg, root, *, progress: bool = False,
                      record: dict | None = None, callbacks: list | None = None) -> dict:
     """GRPO on prepared ``rows`` (``prompt`` and ``completion`` = the gold answer) into
-    ``root`` (``ckpt/<run_id>``): ``step-<n>`` checkpoints, ``sftlab_done.json``."""
+    ``root`` (``ckpt/<run_id>``): ``step-<n>`` (``epoch-<n>`` with ``epochs``) checkpoints,
+    ``sftlab_done.json``."""
     from pathlib import Path
 
     root = Path(root)
