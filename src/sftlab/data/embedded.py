@@ -36,6 +36,8 @@ evaluation splits (disjoint from every training row)
                               (all of them but the 25 few-shot ones).
 real-model demo (:mod:`sftlab.data.demo_facts`: invented facts no pretrained model knows)
     ``demo_facts.json``       Alpaca shape; ``demo_questions.jsonl`` NQ-open shape.
+RL prompts (:mod:`sftlab.data.arithmetic_rl`)
+    ``arithmetic_rl.jsonl``   ``prompt, answer``: one-step arithmetic, exact answers.
 
 The returned mapping uses the file stem as name (``"gsm8k_test"``, ``"mbpp"`` ...).
 """
@@ -52,6 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sftlab.data.arithmetic_rl import arithmetic_splits
 from sftlab.data.demo_facts import demo_splits
 from sftlab.errors import UserError
 
@@ -387,6 +390,7 @@ def embedded_splits(seed: int = 0, n_train: int = 2000, n_eval: int = 100) -> di
         **hellaswag_splits(seed, n_shot, n_eval),
         **nq_open_splits(seed, n_eval),
         **demo_splits(),
+        **arithmetic_splits(),
     }
 
 

@@ -100,6 +100,28 @@ def extract_boxed(text: str) -> str | None:
     return None  # unbalanced
 
 
+def extract_marked(text: str, marker: str) -> str | None:
+    """The answer after the last ``marker`` in ``text`` (``"####"``, ``"The answer is"``):
+    the rest of its line, without the ``:`` / spaces / final ``.`` around it; None when
+    the marker is absent or nothing follows it on its line."""
+    start = text.rfind(marker)
+    if start < 0:
+        return None
+    answer = text[start + len(marker):].split("\n", 1)[0].strip().lstrip(":").strip()
+    return answer.removesuffix(".").strip() or None
+
+
+def final_answer(text: str, marker: str | None = None) -> str | None:
+    """The final answer of ``text``: what comes last of its last ``\\boxed{}`` and its
+    ``marker``'s answer (:func:`extract_marked`); None when it has neither."""
+    boxed = extract_boxed(text) or None
+    marked = extract_marked(text, marker) if marker else None
+    if boxed is None or marked is None:
+        return boxed or marked
+    return marked if text.rfind(marker) > max(text.rfind("\\boxed"), text.rfind("\\fbox")) \
+        else boxed
+
+
 # ------------------------------------------------------------------ worker side
 
 

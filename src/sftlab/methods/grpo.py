@@ -7,15 +7,23 @@ into micro-batches of ``micro_batch_size`` completions); the rewards
 weights and turned into group-relative advantages (``scale_rewards``). ``loss_type``
 (``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` and TRL's others) is passed to TRL as it
 is, like ``beta``, ``epsilon`` / ``epsilon_high``, ``temperature`` and
-``max_completion_length``; the defaults are TRL 1.16's. Generation is HF ``generate``.
+``max_completion_length``; the defaults are TRL 1.16's. Generation is HF ``generate``,
+or vLLM with ``use_vllm`` (``vllm_mode: colocate | server`` and the placement keys, TRL's
+names; CUDA and ``vllm`` are checked before training starts).
 
 Data: the method's own ``data:`` holds prompts with gold answers: JSON lines / CSV /
 parquet with ``prompt`` and ``answer`` columns (the default ``fields``), or a ``fields``
 mapping (GSM8K: ``{instruction: question, response: answer}``); the prompt is rendered
 with the study's template like an SFT prompt. It starts from a base model or from
-another link (``init:``). ``steps`` optimizer steps; a checkpoint every ``save_steps``
-(default: only the last) at ``ckpt/<run_id>/step-<n>/``; a killed run resumes from
-its newest checkpoint (optimizer, scheduler, RNG state).
+another link (``init:``). Its length is ``steps`` optimizer steps (a checkpoint every
+``save_steps``, default only the last, at ``ckpt/<run_id>/step-<n>/``) or ``epochs``
+passes over the prompts (``ceil(prompts / batch_size)`` steps each, the prompts
+reshuffled every epoch; a checkpoint at ``ckpt/<run_id>/epoch-<n>/`` after each, evaluated
+like an SFT epoch; the plan needs no row count). TRL's sampler drops an epoch's last
+incomplete batch, so when ``batch_size`` does not divide the prompts the first ones are
+repeated to fill it (:func:`pad_to_batches`). A killed run resumes from its newest
+checkpoint (optimizer, scheduler, RNG state). ``answer_marker`` (``"####"``, ``"The
+answer is"``): both rewards also read a final answer after it (:mod:`rewards`).
 
 ``ckpt/<run_id>/rl_log.jsonl``: for every optimizer step, one row per response (of the
 main process): ``step``, ``prompt`` (index within the step), ``response`` (index within
@@ -31,10 +39,11 @@ import logging
 import os
 import shutil
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from sftlab.errors import UserError
 from sftlab.methods import rewards as reward_fns
 from sftlab.methods.links import Link
 from sftlab.study.spec import GENERIC_FORMATS, TrainedMethod, _unknown
@@ -54,9 +63,11 @@ class GRPOMethod(TrainedMethod):
 
     type: Literal["grpo"]
     adapter: Literal["full", "lora", "dora"] = "full"
-    steps: int = Field(gt=0)  # optimizer steps
+    # exactly one of `steps` (optimizer steps; step-<n> checkpoints) and `epochs` (passes
+    # over the prompts, ceil(prompts / batch_size) steps each; epoch-<n> checkpoints)
+    steps: int | None = Field(None, gt=0)
+    epochs: int | None = Field(None, gt=0, le=10_000)
     save_steps: int | None = Field(None, gt=0)  # checkpoint every n steps (default: the last)
-    epochs: int = Field(1, gt=0)  # not used: grpo counts `steps`
     batch_size: int = Field(gt=0)  # prompts per optimizer step
     num_generations: int = Field(8, ge=2)
     max_completion_length: int = Field(512, gt=0)
@@ -68,8 +79,21 @@ class GRPOMethod(TrainedMethod):
     loss_type: str = "dapo"
     rewards: dict[str, float] = Field(default_factory=lambda: {"math_verify": 1.0})
     reward_timeout: float = Field(5.0, gt=0)  # seconds per Math-Verify check
+    # the study's answer marker ("####", "The answer is"): rewards read the answer after it
+    answer_marker: str | None = Field(None, min_length=1)
+    # generation by vLLM (TRL's GRPOConfig keys, same names); needs CUDA and `vllm`
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None  # server mode (default: TRL's 0.0.0.0:8000)
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)  # colocate mode
+    vllm_tensor_parallel_size: int = Field(1, gt=0)  # colocate mode
 
-    EXECUTION_ONLY = (*TrainedMethod.EXECUTION_ONLY, "reward_timeout")
+    #: Where and how vLLM runs changes no result; whether it generates does (its sampler,
+    #: and TRL's importance-sampling correction of the loss), so ``use_vllm`` is in the id.
+    VLLM_PLACEMENT: ClassVar[tuple[str, ...]] = (
+        "vllm_mode", "vllm_server_base_url", "vllm_gpu_memory_utilization",
+        "vllm_tensor_parallel_size")
+    EXECUTION_ONLY = (*TrainedMethod.EXECUTION_ONLY, "reward_timeout", *VLLM_PLACEMENT)
     UNIT = "step"
 
     @model_validator(mode="before")
@@ -106,11 +130,35 @@ class GRPOMethod(TrainedMethod):
                              "(data: {format: jsonl, path: ..., fields: ...})")
         if self.data.format == "text":
             raise ValueError("`data.format`: grpo reads prompts with answers, not raw text")
-        if self.epochs != 1:
-            raise ValueError("`epochs`: grpo counts optimizer steps; set `steps`")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("`steps` / `epochs`: give exactly one, `steps` (optimizer steps) "
+                             "or `epochs` (passes over the prompts of `data`)")
+        if self.save_steps is not None and self.epochs is not None:
+            raise ValueError("`save_steps`: with `epochs` a checkpoint ends every epoch; "
+                             "`save_steps` goes with `steps`")
         if self.save_steps is not None and self.save_steps > self.steps:
             raise ValueError(f"`save_steps` {self.save_steps} is more than `steps` {self.steps}")
+        if not self.use_vllm:
+            given = [k for k in self.VLLM_PLACEMENT
+                     if getattr(self, k) != type(self).model_fields[k].default]
+            if given:
+                raise ValueError(f"`{given[0]}` is set but `use_vllm` is false")
+        elif self.vllm_server_base_url is not None and self.vllm_mode != "server":
+            raise ValueError("`vllm_server_base_url` is for `vllm_mode: server`")
         return self
+
+    def identity(self) -> dict:
+        data = super().identity()
+        if self.steps is not None:
+            data["epochs"] = 1  # run ids of studies from before `epochs` counted stay the same
+        for key, default in (("answer_marker", None), ("use_vllm", False)):
+            if data[key] == default:
+                data.pop(key)  # likewise for those from before these keys
+        return data
+
+    @property
+    def unit(self) -> str:
+        return "step" if self.steps is not None else "epoch"
 
     @property
     def weights(self) -> str:
@@ -121,12 +169,17 @@ class GRPOMethod(TrainedMethod):
         return self.batch_size * self.num_generations
 
     def checkpoints(self) -> list[int]:
+        if self.epochs is not None:
+            return list(range(1, self.epochs + 1))
         every = self.save_steps or self.steps
         return sorted({*range(every, self.steps + 1, every), self.steps})
 
     def smoke(self, *, epochs: int, batch_size: int) -> dict:
-        """Two steps of two prompts, two completions of at most 16 tokens each."""
-        return {**self.model_dump(), "steps": min(self.steps, 2), "save_steps": None,
+        """Two steps (or at most ``epochs`` epochs) of two prompts, two completions of at
+        most 16 tokens each, HF generation."""
+        length = ({"steps": min(self.steps, 2), "save_steps": None} if self.steps is not None
+                  else {"epochs": min(self.epochs, epochs)})
+        return {**self.model_dump(exclude=set(self.VLLM_PLACEMENT)), **length, "use_vllm": False,
                 "batch_size": min(self.batch_size, 2), "num_generations": 2,
                 "max_completion_length": min(self.max_completion_length, 16),
                 "micro_batch_size": None}
@@ -142,11 +195,15 @@ def grpo_config(cfg, staging, *, world_size: int, progress: bool, precision: str
     from sftlab.train.arguments import training_arguments
 
     method = cfg.method
+    by_steps = method.steps is not None
+    length = ({"max_steps": method.steps, "save_steps": method.save_steps or method.steps,
+               "num_train_epochs": 1}  # transformers ignores it when max_steps is set
+              if by_steps else {"num_train_epochs": method.epochs})
     return GRPOConfig(
-        **training_arguments(cfg, staging, world_size=world_size, progress=progress,
-                             precision=precision, save_strategy="steps"),
-        max_steps=method.steps,
-        save_steps=method.save_steps or method.steps,
+        **{**training_arguments(cfg, staging, world_size=world_size, progress=progress,
+                                precision=precision,
+                                save_strategy="steps" if by_steps else "epoch"), **length},
+        **vllm_arguments(method),
         num_generations=method.num_generations,
         max_completion_length=method.max_completion_length,
         temperature=method.temperature,
@@ -158,6 +215,45 @@ def grpo_config(cfg, staging, *, world_size: int, progress: bool, precision: str
         reward_weights=list(method.rewards.values()),
         log_completions=False,
     )
+
+
+def vllm_arguments(method: GRPOMethod) -> dict:
+    """The ``GRPOConfig`` keys of vLLM generation (none when ``use_vllm`` is false)."""
+    if not method.use_vllm:
+        return {}
+    keys = {"use_vllm": True, "vllm_mode": method.vllm_mode}
+    if method.vllm_mode == "server":
+        keys["vllm_server_base_url"] = method.vllm_server_base_url
+    else:
+        keys.update(vllm_gpu_memory_utilization=method.vllm_gpu_memory_utilization,
+                    vllm_tensor_parallel_size=method.vllm_tensor_parallel_size)
+    return keys
+
+
+def check_vllm(method: GRPOMethod) -> None:
+    """At train time: ``use_vllm`` needs CUDA and an importable ``vllm``; a clear error
+    naming the key otherwise (before any model is loaded)."""
+    import importlib.util
+
+    import torch
+
+    if not method.use_vllm:
+        return
+    if not torch.cuda.is_available():
+        raise UserError("`use_vllm: true`: vLLM generation needs a CUDA GPU and none is "
+                        "visible; set `use_vllm: false` for HF generation")
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("`use_vllm: true`: the `vllm` package is not importable "
+                        "(pip install vllm), or set `use_vllm: false`")
+
+
+def pad_to_batches(rows: list[dict], batch_size: int) -> list[dict]:
+    """``rows`` and, when ``batch_size`` does not divide them, their first ones again up to
+    the next multiple: TRL's sampler drops an epoch's incomplete last batch of prompts, so
+    this is how an epoch covers every prompt in ``ceil(len(rows) / batch_size)`` steps
+    (as PyTorch's ``DistributedSampler`` pads a dataset by repeating its start)."""
+    short = -len(rows) % batch_size
+    return rows + [rows[i % len(rows)] for i in range(short)]
 
 
 def train(link: Link) -> dict:
@@ -173,29 +269,34 @@ def train(link: Link) -> dict:
 def train_on_prompts(model_path: str, rows: list[dict], cfg, root, *, progress: bool = False,
                      record: dict | None = None, callbacks: list | None = None) -> dict:
     """GRPO on prepared ``rows`` (``prompt`` and ``completion`` = the gold answer) into
-    ``root`` (``ckpt/<run_id>``): ``step-<n>`` checkpoints, ``sftlab_done.json``."""
+    ``root`` (``ckpt/<run_id>``): ``step-<n>`` (``epoch-<n>`` with ``epochs``) checkpoints,
+    ``sftlab_done.json``."""
     from pathlib import Path
 
     root = Path(root)
+    unit, final = cfg.method.unit, cfg.method.checkpoints()[-1]
     main = int(os.environ.get("RANK", "0")) == 0
     done = checkpoints.read_done(root)
-    if done is not None and cfg.method.steps in checkpoints.list_epochs(root, "step"):
+    if done is not None and final in checkpoints.list_epochs(root, unit):
         return {**done, "skipped": True}
+    check_vllm(cfg.method)
     if main:
         root.mkdir(parents=True, exist_ok=True)
         checkpoints.clean_partial(root)
-    last, resume_from = checkpoints.resume_point(root, "step")
-    if last >= cfg.method.steps:  # killed between the last checkpoint and the done record
-        summary = {"steps_done": checkpoints.list_epochs(root, "step"), "resumed_from_step": last}
+    last, resume_from = checkpoints.resume_point(root, unit)
+    if last >= final:  # killed between the last checkpoint and the done record
+        summary = {f"{unit}s_done": checkpoints.list_epochs(root, unit),
+                   f"resumed_from_{unit}": last}
     else:
         if 0 < last and resume_from is None:
-            log.warning("%s: step %d has no optimizer state; training from the start", root, last)
+            log.warning("%s: %s %d has no optimizer state; training from the start", root,
+                        unit, last)
         summary = _train(model_path, rows, cfg, root, resume_from, progress, record or {},
                          callbacks or [])
-        summary["resumed_from_step"] = last if resume_from is not None else 0
-    steps = checkpoints.list_epochs(root, "step")
-    summary["checkpoints"] = [str(checkpoints.epoch_dir(root, s, "step")) for s in steps]
-    return checkpoints.mark_done(root, summary, "step") if main else summary
+        summary[f"resumed_from_{unit}"] = last if resume_from is not None else 0
+    done_numbers = checkpoints.list_epochs(root, unit)
+    summary["checkpoints"] = [str(checkpoints.epoch_dir(root, n, unit)) for n in done_numbers]
+    return checkpoints.mark_done(root, summary, unit) if main else summary
 
 
 def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks) -> dict:
@@ -218,12 +319,16 @@ def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks
                        precision=precision)
     extra = {} if cfg.method_type == "full" else {checkpoints.BASE_RECORD: {
         "base_model": str(model_path), "method_type": cfg.method_type, **record}}
-    saver = EpochCheckpointCallback(root, extra, unit="step")
+    unit = cfg.method.unit
+    saver = EpochCheckpointCallback(root, extra, unit=unit)
     logger = TrainLogCallback(root / LOG_NAME)
     truncate_log(root / LOG_NAME, _global_step(resume_from))
     truncate_log(root / RL_LOG, _global_step(resume_from))
-    funcs = reward_fns.build(list(cfg.method.rewards), timeout=cfg.method.reward_timeout)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["completion"]} for r in rows])
+    funcs = reward_fns.build(list(cfg.method.rewards), timeout=cfg.method.reward_timeout,
+                             marker=cfg.method.answer_marker)
+    epoch_rows = rows if cfg.method.epochs is None else pad_to_batches(rows, cfg.method.batch_size)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "answer": r["completion"]}
+                                 for r in epoch_rows])
     with quiet_libraries():
         tokenizer = load_tokenizer(model_path, cfg)
         tokenizer.padding_side = "left"
@@ -241,7 +346,7 @@ def _train(model_path, rows, cfg, root, resume_from, progress, record, callbacks
     shutil.rmtree(root / checkpoints.STAGING, ignore_errors=True)
     math = next((f for f in funcs if isinstance(f, reward_fns.MathVerifyReward)), None)
     return {
-        "steps_done": checkpoints.list_epochs(root, "step"),
+        f"{unit}s_done": checkpoints.list_epochs(root, unit),
         "final_loss": logger.rows[-1]["loss"] if logger.rows else None,
         "train_loss": result.training_loss,
         "global_step": result.global_step,

@@ -25,7 +25,7 @@ from sftlab.fingerprint import file_sha256
 TINY_PREFIX = "tiny:"
 PKG_PREFIX = "pkg:"
 TINY_ARCHS = ("llama", "qwen2", "olmo")
-CACHE_VERSION = "3"  # of the tiny models and the embedded data
+CACHE_VERSION = "4"  # of the tiny models and the embedded data (bump when either changes)
 CONVERT_VERSION = "1"  # bump when the converted folder's layout changes
 
 

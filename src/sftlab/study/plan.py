@@ -357,7 +357,7 @@ def _run(study: Study, model, method: str, cell: _Cell, parent: RunSpec | None) 
         size=cell.size, epochs=numbers[-1], data_key=cell.data_key, left_out=cell.left_out,
         parent=parent.id if parent else None,
         chain=f"{parent.chain}>{method}" if parent else method,
-        unit=spec.UNIT, checkpoints=numbers, weights=spec.weights)
+        unit=spec.unit, checkpoints=numbers, weights=spec.weights)
 
 
 def _eval_epochs(study: Study, run: RunSpec) -> list[int]:

@@ -244,6 +244,11 @@ class MethodBase(_Strict):
         return [1]
 
     @property
+    def unit(self) -> str:
+        """What its checkpoints count (:data:`UNIT`; a method may choose per config)."""
+        return self.UNIT
+
+    @property
     def weights(self) -> str:
         """What a checkpoint holds: ``full`` weights, or a ``lora`` / ``dora`` adapter."""
         return "full"
