@@ -219,6 +219,27 @@ def test_eval_id_follows_the_embedder_and_the_pool(tmp_path):
     assert _eval_ids(_study(no_pool, tmp_path), tmp_path)[2] not in (base[2], changed_embedder)
 
 
+def test_study_retrieval_reaches_the_task_with_paths_beside_the_study(tmp_path, monkeypatch):
+    from sftlab.execute.handlers import _task_options
+    from sftlab.orchestrate import _eval_payload
+
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    _jsonl(study_dir / "pool.jsonl", POOL)
+    _fake_embedder(study_dir / "emb", "{}")
+    monkeypatch.chdir(tmp_path)  # relative paths are found beside the study file
+    bench = {"task": "gsm8k", "shots": [0, 2], "fewshot": "retrieval",
+             "retrieval": {"embedder": "emb", "pool": {"path": "pool.jsonl"}, "batch_size": 8}}
+    study = study_from_dict(_study(bench, tmp_path), source=study_dir / "study.yaml")
+    evals = {e.shots: e for e in plan(study).evaluations if e.target.startswith("base")}
+    options = _task_options(study, _eval_payload(evals[2], study.evaluation.benchmarks[0]))
+    assert options["retrieval"] == {"embedder": str(study_dir / "emb"), "batch_size": 8,
+                                    "pool": {"path": str(study_dir / "pool.jsonl"),
+                                             "fields": None}}
+    assert "retrieval" not in _task_options(study, _eval_payload(
+        evals[0], study.evaluation.benchmarks[0]))  # 0-shot: nothing to retrieve
+
+
 @pytest.mark.parametrize("bench, message", [
     ({"task": "gsm8k", "shots": [2], "fewshot": "retrieval"}, "fewshot: retrieval needs its settings"),
     ({"task": "gsm8k", "shots": [2], "retrieval": {"embedder": "x"}}, "without `fewshot: retrieval`"),
