@@ -148,7 +148,7 @@ class Embedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.folder), device="cpu")
+            self._model = SentenceTransformer(str(self.folder))  # CUDA when there is one
         vectors = self._model.encode(texts, batch_size=self.batch_size, show_progress_bar=False,
                                      normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
