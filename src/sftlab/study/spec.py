@@ -30,7 +30,14 @@ from pydantic import (
 from sftlab.errors import UserError
 from sftlab.evaluate.aggregation import SelfAggregation
 from sftlab.evaluate.budget import BudgetForcing
-from sftlab.evaluate.tasks.registry import TASKS, default_categories, formats, judge_tasks
+from sftlab.evaluate.retrieval import Retrieval
+from sftlab.evaluate.tasks.registry import (
+    TASKS,
+    default_categories,
+    formats,
+    judge_tasks,
+    retrieval_tasks,
+)
 from sftlab.evaluate.tools import ToolUse
 from sftlab.study.template import template_problems
 
@@ -352,10 +359,15 @@ class BenchmarkSpec(_Strict):
     # only the checkpoints of these methods' runs (links of a chain included); default:
     # every checkpoint and the base models. Chooses what is evaluated, not how: not in ids.
     methods: list[str] | None = Field(None, min_length=1)
+    # few-shot selection: None = the task's own (first k / fixed); "retrieval" = the k most
+    # similar pool items by embedding (settings in `retrieval`, sftlab.evaluate.retrieval)
+    fewshot: Literal["retrieval"] | None = None
+    retrieval: Retrieval | None = None
 
-    def sampling_options(self) -> dict[str, Any]:
-        """The task options of the sampling keys (and budget forcing) that differ from
-        their defaults."""
+    def sampling_options(self, shots: int | None = None) -> dict[str, Any]:
+        """The task options of the sampling keys (and budget forcing, tool use,
+        self-aggregation, few-shot retrieval) that differ from their defaults; at
+        ``shots`` 0 retrieval has nothing to choose and is left out."""
         from sftlab.evaluate.sampling import Sampling
 
         options = Sampling(self.samples, self.temperature, self.top_p, self.seed,
@@ -366,7 +378,23 @@ class BenchmarkSpec(_Strict):
             options["tool_use"] = self.tool_use.model_dump()
         if self.self_aggregation is not None:
             options["self_aggregation"] = self.self_aggregation.model_dump()
+        if self.retrieval is not None and shots != 0:
+            options["retrieval"] = self.retrieval.model_dump()
         return options
+
+    @model_validator(mode="after")
+    def _retrieval_settings(self) -> BenchmarkSpec:
+        if self.fewshot == "retrieval" and self.retrieval is None:
+            raise ValueError("fewshot: retrieval needs its settings: "
+                             "retrieval: {embedder: <sentence-transformers folder>}")
+        if self.retrieval is not None and self.fewshot != "retrieval":
+            raise ValueError("retrieval: settings without `fewshot: retrieval`")
+        if self.fewshot == "retrieval" and self.task not in retrieval_tasks():
+            raise ValueError(f"fewshot: retrieval is not supported by task {self.task} (tasks "
+                             f"with retrieved examples: {', '.join(sorted(retrieval_tasks()))})")
+        if self.fewshot == "retrieval" and not any(self.shots):
+            raise ValueError("fewshot: retrieval needs a shot count above 0 in `shots`")
+        return self
 
     @model_validator(mode="after")
     def _one_technique(self) -> BenchmarkSpec:

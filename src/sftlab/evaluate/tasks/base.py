@@ -155,12 +155,22 @@ class Task:
         """Shot counts this task supports in ``fmt``; None = any non-negative count."""
         return None
 
+    def shot_counts(self, ctx: TaskContext) -> tuple[int, ...] | None:
+        """Shot counts this evaluation may use (default: ``allowed_shots`` of its format)."""
+        return self.allowed_shots(ctx.format)
+
     def check(self, ctx: TaskContext) -> None:
         """Raise UserError when the format or shot count is not supported."""
         if ctx.format not in self.formats:
             raise UserError(f"task {self.name}: unknown format {ctx.format!r} "
                             f"(choose from {', '.join(self.formats)})")
-        allowed = self.allowed_shots(ctx.format)
+        if "retrieval" in ctx.options and not self.spec.retrieval_field:
+            from sftlab.evaluate.tasks.registry import retrieval_tasks
+
+            raise UserError(f"task {self.name}: fewshot retrieval needs a task whose few-shot "
+                            f"examples are chosen by question (one of: "
+                            f"{', '.join(sorted(retrieval_tasks()))})")
+        allowed = self.shot_counts(ctx)
         if ctx.shots < 0 or (allowed is not None and ctx.shots not in allowed):
             choices = ", ".join(map(str, allowed)) if allowed else "a count >= 0"
             raise UserError(f"task {self.name}: unsupported shot count {ctx.shots} "

@@ -4,6 +4,12 @@ A :class:`BenchmarkTask` declares where its data lives (``eval_split``,
 ``fewshot_split``, ``hub``, file-name ``aliases``) and how rows become
 :class:`Item` objects (``make_items``); ``load(ctx)`` then returns the
 evaluation items (``--limit`` applied) and the few-shot pool.
+
+Few-shot examples are the task's own choice (``shots_for``: first k, fixed ids,
+built-in exemplars) unless the task options hold retrieval settings
+(``fewshot: retrieval``, :mod:`sftlab.evaluate.retrieval`): then ``load_items``
+retrieves each item's examples once, ``fewshot_for`` returns them, and every
+prediction row records their pool ids (``fewshot_ids``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ from typing import Any
 from sftlab.errors import UserError
 from sftlab.evaluate.datafiles import HubSource, load_splits
 from sftlab.evaluate.fewshot import FewshotPool, first_k
+from sftlab.evaluate.retrieval import Retrieval, retrieval_of
 from sftlab.evaluate.tasks.base import Item, Task, TaskContext
+
+
+@dataclass
+class Retrieved:
+    """Each item's retrieved few-shot examples (by item id) and how they were chosen."""
+
+    shots: dict[str, list[Item]]
+    note: str  # the task output's ``fewshot_source``
+    record: dict[str, Any]  # embedder, its sha256, pool, batch size (the task output's notes)
 
 
 @dataclass
@@ -25,6 +41,7 @@ class Loaded:
     pool: FewshotPool
     eval_path: str
     all_items: list[Item] = field(default_factory=list)  # the whole evaluation split (no limit)
+    retrieval: Retrieved | None = None  # fewshot: retrieval
 
 
 def render_with_template(template: str | None, prompt: str) -> str:
@@ -101,6 +118,78 @@ class BenchmarkTask(Task):
             pool = FewshotPool(all_items, from_eval=True, source=splits.eval_path)
         return Loaded(items, pool, splits.eval_path, all_items)
 
+    def retrieval_shots(self, fmt: str) -> tuple[int, ...] | None:
+        """Shot counts with retrieved examples (default: the format's ``allowed_shots``)."""
+        return self.allowed_shots(fmt)
+
+    def shot_counts(self, ctx: TaskContext) -> tuple[int, ...] | None:
+        if retrieval_of(ctx.options) is not None:
+            return self.retrieval_shots(ctx.format)
+        return self.allowed_shots(ctx.format)
+
+    def load_items(self, ctx: TaskContext) -> Loaded:
+        """``load(ctx)``, then each item's few-shot examples retrieved when the options
+        ask for retrieval (and the shot count is not 0)."""
+        loaded = self.load(ctx)
+        settings = retrieval_of(ctx.options)
+        if settings is not None and ctx.shots:
+            loaded.retrieval = self.retrieve(loaded, settings, ctx.shots)
+        return loaded
+
+    def retrieve(self, loaded: Loaded, settings: Retrieval, k: int) -> Retrieved:
+        """The ``k`` pool items nearest to each item by question text (the registry's
+        ``retrieval_field``); the pool is ``settings.pool``, else the task's own."""
+        from sftlab.evaluate.retrieval import Embedder, choose, embedder_folder
+
+        field_name = self.spec.retrieval_field
+        if field_name is None:  # Task.check refuses this first
+            raise UserError(f"task {self.name}: fewshot retrieval is not supported")
+        folder = embedder_folder(settings.embedder)
+        pool = self._retrieval_pool(settings) if settings.pool else loaded.pool
+        embedder = Embedder(folder, settings.batch_size)
+        chosen = choose([it.id for it in loaded.items],
+                        [str(it.doc[field_name]) for it in loaded.items],
+                        [it.id for it in pool.items],
+                        [str(it.doc[field_name]) for it in pool.items], k, embedder,
+                        pool_is_eval=pool.from_eval)
+        shots = {it.id: [pool.items[j] for j in picks]
+                 for it, picks in zip(loaded.items, chosen, strict=True)}
+        record = {"embedder": settings.embedder, "embedder_sha256": embedder.key,
+                  "pool": pool.note(), "field": field_name, "k": k,
+                  "batch_size": settings.batch_size}
+        return Retrieved(shots, f"retrieved by {settings.embedder} from {pool.note()}", record)
+
+    def _retrieval_pool(self, settings: Retrieval) -> FewshotPool:
+        """The pool file of the retrieval settings as task items (``fields`` renames
+        the file's columns to the task's field names)."""
+        from pathlib import Path
+
+        from sftlab.evaluate.datafiles import read_records
+        from sftlab.fingerprint import file_sha256
+
+        assert settings.pool is not None
+        path = Path(settings.pool.path).expanduser()
+        if not path.is_file():
+            raise UserError(f"retrieval.pool.path: no such file '{path}'")
+        rows = read_records(path)
+        if not rows:
+            raise UserError("retrieval.pool: the file has no rows", where=str(path))
+        renames = settings.pool.fields or {}
+        missing = sorted({col for col in renames.values() if col not in rows[0]})
+        if missing:
+            raise UserError(f"retrieval.pool.fields: column(s) {', '.join(missing)} not in the "
+                            f"file (it has: {', '.join(map(str, rows[0]))})", where=str(path))
+        rows = [{**row, **{name: row.get(col) for name, col in renames.items()}} for row in rows]
+        self._check_rows(rows, str(path))
+        return FewshotPool(self.make_items(rows, "pool"), from_eval=False,
+                           source=f"{path} (sha256 {file_sha256(path)[:12]})")
+
+    def fewshot_for(self, item: Item, loaded: Loaded, ctx: TaskContext) -> list[Item]:
+        """The item's few-shot examples: retrieved ones, else the task's own (``shots_for``)."""
+        if loaded.retrieval is not None:
+            return loaded.retrieval.shots[item.id]
+        return self.shots_for(item, loaded, ctx)
+
     def build(self, ctx: TaskContext) -> tuple[Loaded, list[Any]]:
         """Items and their queries for ``ctx``, built once (``preflight`` builds them before
         the model loads; ``run`` and ``replay`` reuse them)."""
@@ -132,4 +221,16 @@ class BenchmarkTask(Task):
         notes: dict[str, Any] = {"data": loaded.eval_path}
         if ctx.shots:
             notes["fewshot_source"] = loaded.pool.note()
+        if loaded.retrieval is not None:
+            notes["fewshot_source"] = loaded.retrieval.note
+            notes["retrieval"] = loaded.retrieval.record
         return notes
+
+
+def with_fewshot_ids(rows: list[dict[str, Any]], loaded: Loaded) -> list[dict[str, Any]]:
+    """The prediction rows, each with its retrieved examples' pool ids (``fewshot_ids``)
+    when the examples were retrieved."""
+    if loaded.retrieval is not None:
+        for row in rows:
+            row["fewshot_ids"] = [s.id for s in loaded.retrieval.shots[row["item_id"]]]
+    return rows

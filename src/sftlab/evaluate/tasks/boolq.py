@@ -70,7 +70,8 @@ class BoolQ(ChoiceTask):
 
     def notes(self, loaded: Loaded, ctx: TaskContext) -> dict[str, Any]:
         notes = super().notes(loaded, ctx)
-        if ctx.config == "SuperGLUE_BoolQ_few_shot_gen_ba58ea" and ctx.shots:
+        if (ctx.config == "SuperGLUE_BoolQ_few_shot_gen_ba58ea" and ctx.shots
+                and loaded.retrieval is None):
             rows = ", ".join(str(i) for i in range(0, 2 * ctx.shots, 2))
             notes["fewshot_source"] = (f"evaluation rows {rows} ({loaded.eval_path}), as "
                                        "OpenCompass's FixKRetriever on BoolQDatasetV2")

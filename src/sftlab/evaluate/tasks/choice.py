@@ -34,6 +34,7 @@ from sftlab.evaluate.tasks.benchmark import (
     Loaded,
     render_with_template,
     templated_prompt,
+    with_fewshot_ids,
 )
 from sftlab.evaluate.tasks.generation import GenerationTask, SampleScore
 
@@ -91,8 +92,8 @@ class ChoiceTask(BenchmarkTask):
             raise UserError(f"task {self.name}: template_mode rounds covers the generative "
                             f"configs; {ctx.config} is scored by likelihood (use "
                             "template_mode instruction)")
-        loaded = self.load(ctx)
-        queries = [templated(self.query(it, self.shots_for(it, loaded, ctx), ctx.format),
+        loaded = self.load_items(ctx)
+        queries = [templated(self.query(it, self.fewshot_for(it, loaded, ctx), ctx.format),
                              ctx.template) for it in loaded.items]
         return loaded, queries
 
@@ -138,6 +139,7 @@ class ChoiceTask(BenchmarkTask):
         return self.labels[index] if self.labels else str(index)
 
     def _output(self, rows: list[dict[str, Any]], loaded: Loaded, ctx: TaskContext) -> TaskOutput:
+        rows = with_fewshot_ids(rows, loaded)
         acc, se = percent_metric([r["score"] for r in rows])
         extra: dict[str, Any] = {}
         if "correct_norm" in rows[0]:
@@ -213,10 +215,10 @@ class ChoiceGeneration(GenerationTask):
         self.notes = owner.notes  # type: ignore[method-assign]
 
     def build_queries(self, ctx: TaskContext) -> tuple[Loaded, list[GenQuery]]:
-        loaded = self.load(ctx)
+        loaded = self.load_items(ctx)
         queries = []
         for it in loaded.items:
-            q = self.owner.gen_query(it, self.shots_for(it, loaded, ctx), ctx)
+            q = self.owner.gen_query(it, self.fewshot_for(it, loaded, ctx), ctx)
             queries.append(GenQuery(templated_prompt(ctx, q), q.stop, q.max_new_tokens, q.rounds))
         return loaded, queries
 

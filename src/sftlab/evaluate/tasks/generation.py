@@ -29,6 +29,7 @@ from sftlab.evaluate.tasks.benchmark import (
     Loaded,
     render_with_template,
     templated_prompt,
+    with_fewshot_ids,
 )
 
 PROMPT_KEEP = 4000
@@ -61,10 +62,10 @@ class GenerationTask(BenchmarkTask):
 
     def build_queries(self, ctx: TaskContext) -> tuple[Loaded, list[GenQuery]]:
         self.check(ctx)
-        loaded = self.load(ctx)
+        loaded = self.load_items(ctx)
         queries = []
         for it in loaded.items:
-            q = self.query(it, self.shots_for(it, loaded, ctx), ctx.format)
+            q = self.query(it, self.fewshot_for(it, loaded, ctx), ctx.format)
             queries.append(GenQuery(templated_prompt(ctx, q), q.stop, q.max_new_tokens, q.rounds))
         return loaded, queries
 
@@ -127,7 +128,7 @@ class GenerationTask(BenchmarkTask):
         rsa = SelfAggregation.model_validate(settings)
         # a greedy benchmark still samples its population (at the paper's temperature 1.0)
         requests = [replace(r, temperature=r.temperature or 1.0) for r in requests]
-        problems = [self.query(it, self.shots_for(it, loaded, ctx), ctx.format).prompt
+        problems = [self.query(it, self.fewshot_for(it, loaded, ctx), ctx.format).prompt
                     for it in loaded.items]
         per_loop: list[dict[str, Any]] = []
         outputs: list[TaskOutput] = []
@@ -155,8 +156,9 @@ class GenerationTask(BenchmarkTask):
         present = [i for i, s in enumerate(samples) if s]
         verdicts = self.score([loaded.items[i] for i in present], [samples[i] for i in present], ctx)
         by_index = dict(zip(present, verdicts, strict=True))
-        rows = [self._row(it, q, s, by_index.get(i))
-                for i, (it, q, s) in enumerate(zip(loaded.items, queries, samples, strict=True))]
+        rows = with_fewshot_ids([self._row(it, q, s, by_index.get(i)) for i, (it, q, s)
+                                 in enumerate(zip(loaded.items, queries, samples, strict=True))],
+                                loaded)
         value, se = percent_metric([r["score"] for r in rows])
         extra = self.extra_metrics(rows, samples, by_index)
         sampled, sampling_note = self.sampling_metrics(rows, samples, by_index, ctx)

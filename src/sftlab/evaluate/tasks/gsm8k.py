@@ -67,7 +67,7 @@ class GSM8K(GenerationTask):
 
     def notes(self, loaded: Any, ctx: TaskContext) -> dict[str, Any]:
         notes = super().notes(loaded, ctx)
-        if ctx.format == "opencompass" and ctx.shots == len(OC_EXEMPLARS):
+        if loaded.retrieval is None and ctx.format == "opencompass" and ctx.shots == len(OC_EXEMPLARS):
             notes["fewshot_source"] = "built-in gsm8k_gen_1d7fe4 exemplars"
         return notes
 

@@ -2,7 +2,11 @@
 
 Data: ``math_test.jsonl`` (5,000; ``unique_id, problem, solution, level, type``)
 or ``math500_test.jsonl`` (MATH-500, the named subset). The item id is
-``unique_id`` when present, else the row index. 0-shot only.
+``unique_id`` when present, else the row index. 0-shot, except with retrieved
+few-shot examples (``fewshot: retrieval``) in the ``lm-eval`` format: each example is
+``Problem:\n{problem}\n\nSolution: {solution}``, joined by a blank line (as lm-eval
+writes minerva_math's shots). The pool defaults to the evaluation split, the item
+itself excluded.
 
 - ``opencompass`` (``math_0shot_gen_393424``): ``{problem}\\nPlease reason step by
   step, and put your final answer within \\boxed{}.``, up to 1024 new tokens.
@@ -52,6 +56,9 @@ class MATH(GenerationTask):
     def allowed_shots(self, fmt: str) -> tuple[int, ...]:
         return (0,)
 
+    def retrieval_shots(self, fmt: str) -> tuple[int, ...] | None:
+        return None if fmt == "lm-eval" else (0,)
+
     def required_fields(self) -> tuple[str, ...]:
         return ("problem", "solution")
 
@@ -63,7 +70,9 @@ class MATH(GenerationTask):
             from sftlab.evaluate.tasks.opencompass import Round, gen_query
 
             return gen_query([Round(item.doc["problem"] + OC_SUFFIX)], (), 1024)
-        return GenQuery(f"Problem:\n{item.doc['problem']}\n\nSolution:", ("Problem:",), 1024)
+        parts = [f"Problem:\n{s.doc['problem']}\n\nSolution: {s.doc['solution']}" for s in shots]
+        prompt = "\n\n".join([*parts, f"Problem:\n{item.doc['problem']}\n\nSolution:"])
+        return GenQuery(prompt, ("Problem:",), 1024)
 
     def score(self, items: list[Item], samples: list[list[str]],
               ctx: TaskContext) -> list[list[SampleScore]]:

@@ -60,6 +60,8 @@ class TaskSpec:
     smoke: bool = False  # the embedded data has this task's shape (smoke mode keeps it)
     configs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
+    # the item field whose text ``fewshot: retrieval`` compares (None: no retrieval)
+    retrieval_field: str | None = None
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -91,18 +93,20 @@ def register(spec: TaskSpec) -> TaskSpec:
 
 
 for _spec in (
-    TaskSpec("math", "2", "math:MATH", category="Math", description="MATH, 5,000 test problems"),
-    TaskSpec("gsm8k", "3", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True),
+    TaskSpec("math", "2", "math:MATH", category="Math", description="MATH, 5,000 test problems",
+             retrieval_field="problem"),
+    TaskSpec("gsm8k", "3", "gsm8k:GSM8K", paper_shots=(0, 4), category="Math", smoke=True,
+             retrieval_field="question"),
     TaskSpec("mbpp", "2", "mbpp:MBPP", paper_shots=(3,), category="Coding", smoke=True),
     TaskSpec("humaneval", "2", "humaneval:HumanEval", category="Coding"),
     TaskSpec("hellaswag", "2", "hellaswag:HellaSwag", paper_shots=(0, 10), category="Knowledge",
              smoke=True),
     TaskSpec("nq_open", "2", "nq_open:NQOpen", paper_shots=(0, 1, 5, 25), category="Knowledge",
-             smoke=True),
+             smoke=True, retrieval_field="question"),
     TaskSpec("boolq", "2", "boolq:BoolQ", paper_shots=(0, 1, 5), category="Knowledge",
-             smoke=True),
+             smoke=True, retrieval_field="question"),
     TaskSpec("mmlu", "2", "mmlu:MMLU", paper_shots=(0, 5), category="Knowledge", smoke=True,
-             aggregation="macro"),
+             aggregation="macro", retrieval_field="question"),
     TaskSpec("mt_bench", "1", "mt_bench:MTBench", category="Subjective", scale=1.0, judge=True),
     TaskSpec("ja_mt_bench", "1", "mt_bench:ja_mt_bench", category="Subjective", scale=1.0,
              judge=True, description="Japanese MT-Bench (FastChat jp-stable), judged in Japanese"),
@@ -153,6 +157,11 @@ def formats() -> tuple[str, ...]:
 
 def judge_tasks() -> frozenset[str]:
     return frozenset(n for n, s in TASKS.items() if s.judge)
+
+
+def retrieval_tasks() -> frozenset[str]:
+    """Tasks whose few-shot examples ``fewshot: retrieval`` can choose."""
+    return frozenset(n for n, s in TASKS.items() if s.retrieval_field)
 
 
 def smoke_tasks() -> frozenset[str]:
