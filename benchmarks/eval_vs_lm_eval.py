@@ -3,7 +3,7 @@
 ``--model`` takes any model source (``smollm2-135m``: the real SmolLM2-135M-Instruct,
 converted once; default: a tiny random llama with an 8k context).
 
-Tasks (lm-eval format): MMLU 5-shot (a few subjects), HellaSwag 10-shot and BoolQ
+Tasks (lm-eval format): MMLU 5-shot (a few subjects), HellaSwag 10-shot (`--hellaswag-shots`) and BoolQ
 0-shot (log-likelihood), GSM8K 4-shot (generation, small limit). Data comes from
 ``../shared/data``; both harnesses read the same local files (lm-eval through
 custom task YAMLs with ``dataset_path: json``, written to a temp folder). Few-shot
@@ -263,6 +263,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mmlu", type=int, default=40, help="items per MMLU subject")
     ap.add_argument("--hellaswag", type=int, default=100)
+    ap.add_argument("--hellaswag-shots", type=int, default=10,
+                    help="HellaSwag's shot count (0: the zero-shot case, four endings of one "
+                         "context scored once)")
     ap.add_argument("--boolq", type=int, default=200)
     ap.add_argument("--gsm8k", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -307,7 +310,7 @@ def main() -> None:
         ours = HFBackend(str(model), device="cpu", dtype="float32", batch_size=args.batch_size,
                          add_special_tokens=False)  # lm-eval's default: no BOS
         plan = [("mmlu", 5, [f"local_mmlu_{s}" for s in SUBJECTS], p["mmlu"], None),
-                ("hellaswag", 10, ["local_hellaswag"], p["hellaswag"], None),
+                ("hellaswag", args.hellaswag_shots, ["local_hellaswag"], p["hellaswag"], None),
                 ("boolq", 0, ["local_boolq"], p["boolq"], None),
                 ("gsm8k", 4, ["local_gsm8k"], p["gsm8k"], args.gsm8k)]
         wanted = args.tasks.split(",")
