@@ -21,3 +21,12 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         while chunk := fh.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def folder_sha256(folder: Path | str) -> str:
+    """sha256 over a folder's files: each one's relative name and :func:`file_sha256`."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import UserError
+from sftlab.evaluate.sampling import SAMPLED_METRIC
 
 SCHEMA_VERSION = 1
 STORE_NAME = "store.sqlite"
@@ -312,7 +313,7 @@ class Store:
             out.append(dict(zip(RESULT_COLUMNS, row, strict=True)))
             if sampled and extra:
                 values = json.loads(extra)
-                names = sorted((m for m in values if _is_sampled(m) and m != out[-1]["metric"]),
+                names = sorted((m for m in values if SAMPLED_METRIC.fullmatch(m) and m != out[-1]["metric"]),
                                key=_sampled_order)
                 out += [{**out[-1], "metric": m, "value": values[m],
                          "stderr": values.get(f"{m}_stderr")} for m in names]
@@ -384,16 +385,8 @@ class _transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _is_sampled(metric: str) -> bool:
-    from sftlab.evaluate.sampling import SAMPLED_METRIC
-
-    return SAMPLED_METRIC.fullmatch(metric) is not None
-
-
 def _sampled_order(metric: str) -> tuple[int, int]:
     """pass@K, then cons@K, then maj@K, each by K."""
-    from sftlab.evaluate.sampling import SAMPLED_METRIC
-
     kind, k = SAMPLED_METRIC.fullmatch(metric).groups()
     return ("pass", "cons", "maj").index(kind), int(k)
 

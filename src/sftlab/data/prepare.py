@@ -24,7 +24,6 @@ has succeeded (:mod:`sftlab.data.staging`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -38,8 +37,9 @@ from sftlab.data.mixtures import mixture_lines
 from sftlab.data.readers import looks_local
 from sftlab.data.records import training_row
 from sftlab.data.sampling import derive_seed, permutation, take_sample
-from sftlab.data.staging import Staging, file_sha256, remove_stale_temps, write_atomic
+from sftlab.data.staging import Staging, remove_stale_temps, write_atomic
 from sftlab.errors import UserError
+from sftlab.fingerprint import file_sha256, folder_sha256
 from sftlab.study.plan import (
     content_hash,
     dataset_identity,
@@ -191,10 +191,7 @@ def _fingerprint(path: str, *, where: str, study: Study) -> str | None:
     if local.is_file():
         return file_sha256(local)
     if local.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in local.rglob("*") if p.is_file()):
-            digest.update(f"{file.relative_to(local)}\0{file_sha256(file)}\n".encode())
-        return digest.hexdigest()
+        return folder_sha256(local)
     if looks_local(path):
         looked = [str(local.absolute())]
         if not local.is_absolute() and study.source_path is not None:

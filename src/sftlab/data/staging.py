@@ -134,10 +134,3 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(temp, path)
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

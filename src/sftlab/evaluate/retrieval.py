@@ -106,12 +106,9 @@ def embedder_folder(embedder: str) -> Path:
 
 def embedder_key(folder: Path) -> str:
     """sha256 over the embedder folder's files (relative names and bytes)."""
-    from sftlab.fingerprint import file_sha256
+    from sftlab.fingerprint import folder_sha256
 
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
-    return digest.hexdigest()
+    return folder_sha256(folder)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from sftlab.atomic import build_folder_once
 from sftlab.errors import UserError
-from sftlab.models.sources import CONVERT_VERSION, cache_dir, file_digest
+from sftlab.fingerprint import file_sha256
+from sftlab.models.sources import CONVERT_VERSION, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ SOURCE_FILE = "sftlab_source.json"  # provenance of a converted folder
 
 def cached_conversion(path: Path) -> Path:
     """The cached folder converted from ``path`` (keyed by its bytes), built on first use."""
-    digest = file_digest(path)
+    digest = file_sha256(path)
     target = cache_dir() / "models" / f"{path.stem}-{digest[:16]}-v{CONVERT_VERSION}"
     if not target.exists():
         log.warning("converting %s into %s (once; about 20 s for 135M parameters)", path, target)
@@ -49,7 +50,7 @@ def convert_gguf(path: Path, out_dir: Path, *, digest: str | None = None) -> Pat
     tokenizer.save_pretrained(out_dir)
     import transformers
 
-    provenance = {"source_file": path.name, "sha256": digest or file_digest(path),
+    provenance = {"source_file": path.name, "sha256": digest or file_sha256(path),
                   "converter": f"sftlab models convert v{CONVERT_VERSION}",
                   "transformers": transformers.__version__,
                   "parameters": sum(p.numel() for p in plain.parameters())}

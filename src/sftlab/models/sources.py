@@ -105,15 +105,10 @@ def _shipped(folder: Path) -> str:
     return ", ".join(names) or "no data files"
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a model file's bytes."""
-    return file_sha256(path)
-
-
 def source_key(source: str) -> str:
     """What a run id records for a model source (see the module docstring)."""
     if is_file_source(source):
-        return "gguf:" + file_digest(locate_file(source))
+        return "gguf:" + file_sha256(locate_file(source))
     return source
 
 
