@@ -40,7 +40,8 @@ def backend(request):
 def test_loglikelihood_equals_naive(backend, monkeypatch):
     calls = []
     original = backend._prefix_cache
-    monkeypatch.setattr(backend, "_prefix_cache", lambda p: calls.append(len(p)) or original(p))
+    monkeypatch.setattr(backend, "_prefix_cache",
+                        lambda ps: calls.extend(len(p) for p in ps) or original(ps))
     reqs = requests()
     results = backend.loglikelihood(reqs)
     assert len(results) == len(reqs)
@@ -56,7 +57,8 @@ def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypat
     """HellaSwag 0-shot: four multi-token endings of one long context share its KV."""
     calls = []
     original = backend._prefix_cache
-    monkeypatch.setattr(backend, "_prefix_cache", lambda p: calls.append(len(p)) or original(p))
+    monkeypatch.setattr(backend, "_prefix_cache",
+                        lambda ps: calls.extend(len(p) for p in ps) or original(ps))
     contexts = [f"Scene {i}: a person walks into the garden and looks at the {i} flowers, then"
                 for i in range(3)]
     endings = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
@@ -68,6 +70,33 @@ def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypat
         assert res.is_greedy == greedy
     lengths = [len(backend.encode_pair(c, endings[0])[0]) for c in contexts]
     assert sorted(calls) == sorted(n - 1 for n in lengths)  # each context once, as a prefix
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
+def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch):
+    """HellaSwag 0-shot with room in the batch: the contexts of several items run in one
+    forward pass (right-padded), then all their endings in one more, each reading only its
+    own context; the scores equal a naive forward pass over each context and ending."""
+    backend = HFBackend(str(request.getfixturevalue(arch)), batch_size=8)
+    calls, batches = [], []
+    original, score = backend._prefix_cache, backend._score_batch
+    monkeypatch.setattr(backend, "_prefix_cache", lambda ps: calls.append(
+        [len(p) for p in ps]) or original(ps))
+    monkeypatch.setattr(backend, "_score_batch", lambda batch, *a, **k: batches.append(
+        len(batch)) or score(batch, *a, **k))
+    contexts = [f"Scene {i}: a person walks into the{' big' * i} garden and looks at the {i} "
+                "flowers, then" for i in range(5)]
+    endings = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
+    reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
+    results = backend.loglikelihood(reqs)
+    for req, res in zip(reqs, results, strict=True):
+        ref, greedy = naive(backend, req)
+        assert res.logprob == pytest.approx(ref, abs=1e-4), req
+        assert res.is_greedy == greedy
+    lengths = sorted(len(backend.encode_pair(c, endings[0])[0]) - 1 for c in contexts)
+    assert sorted(n for call in calls for n in call) == lengths  # each context once
+    assert [len(call) for call in calls] == [2, 2, 1]  # two items' contexts per pass
+    assert batches == [8, 8, 4]  # and all their endings in one batch
 
 
 def test_single_token_choices_share_a_row(backend):
@@ -122,7 +151,8 @@ def test_each_fewshot_prefix_is_its_own_cluster(backend, monkeypatch):
     """Subjects share a header, and each subject its own longer few-shot prefix (MMLU)."""
     calls = []
     original = backend._prefix_cache
-    monkeypatch.setattr(backend, "_prefix_cache", lambda p: calls.append(len(p)) or original(p))
+    monkeypatch.setattr(backend, "_prefix_cache",
+                        lambda ps: calls.extend(len(p) for p in ps) or original(ps))
     header = "The following are multiple choice questions about things.\n\n"
     reqs = []
     for subject in ("alpha", "omega"):

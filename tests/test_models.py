@@ -193,12 +193,14 @@ def test_one_loader_serves_training_evaluation_and_serving(tiny_llama, monkeypat
     assert calls == [str(tiny_llama)] * 3
 
 
-def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatch):
-    """A few-shot block shared by a batch is computed once (its KV expanded across the
-    rows), and the answers are the ones of plain left-padded generation."""
+@pytest.mark.parametrize("path", ["prefix_attention", "expanded_cache"])
+def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatch, path):
+    """A few-shot block shared by a batch is computed once (read once per step by the
+    shared-prefix attention, or its KV expanded across the rows where that attention is
+    not usable), and the answers are the ones of plain left-padded generation."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sftlab.models import generation
+    from sftlab.models import generation, prefix_attention
     from sftlab.models.generation import GenRow, generate_rows
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
@@ -209,14 +211,60 @@ def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatc
                    temperature=0.7 if i % 2 else 0.0, seed=i)
             for i in range(5)]
     used = []
-    real = generation._with_shared_prefix
-    monkeypatch.setattr(generation, "_with_shared_prefix",
-                        lambda *a, **k: used.append(a[2]) or real(*a, **k))
+    if path == "expanded_cache":
+        monkeypatch.setattr(prefix_attention, "usable", lambda model: False)
+        real = generation._with_shared_prefix
+        monkeypatch.setattr(generation, "_with_shared_prefix",
+                            lambda *a, **k: used.append(a[2]) or real(*a, **k))
+    else:
+        real = generation._prefix_kv
+        monkeypatch.setattr(generation, "_prefix_kv",
+                            lambda *a, **k: used.append(len(a[1])) or real(*a, **k))
     shared = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
     assert len(used) == 1 and used[0] >= len(shots)  # one batch, the shots computed once
+    assert model.config._attn_implementation == "sdpa"  # restored after the batch
     monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)
     plain = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
     assert shared == plain and all(shared)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "olmo"])
+def test_shared_prefix_attention_equals_attention_over_the_whole_sequence(arch, request):
+    """Rows of different lengths after one shared prefix, kept once: the next-token logits
+    of the prefill and of a decoding step equal a plain forward pass over each whole
+    sequence alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from sftlab.models.prefix_attention import shared_prefix_attention
+
+    model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(f"tiny_{arch}"),
+                                                 attn_implementation="sdpa").eval()
+    gen = torch.Generator().manual_seed(0)
+    prefix = torch.randint(5, 200, (1, 40), generator=gen)
+    suffixes = [torch.randint(5, 200, (n,), generator=gen) for n in (5, 3, 1)]
+    ids = torch.zeros(3, 5, dtype=torch.long)
+    mask = torch.zeros(3, 5, dtype=torch.long)
+    for i, s in enumerate(suffixes):
+        ids[i, 5 - len(s):], mask[i, 5 - len(s):] = s, 1
+    with torch.no_grad():
+        out = model(prefix, use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        positions = 40 + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with shared_prefix_attention(model):
+            first = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          cache=cache, shared_prefix=layers).logits[:, -1]
+            token = first.argmax(-1)
+            second = model(input_ids=token[:, None], attention_mask=torch.cat(
+                [mask, torch.ones(3, 1, dtype=torch.long)], 1), position_ids=positions[:, -1:] + 1,
+                cache=cache, shared_prefix=layers).logits[:, -1]
+        assert cache.get_seq_length() == 6  # the rows' own tokens only, not the prefix
+        for i, s in enumerate(suffixes):
+            whole = torch.cat([prefix[0], s, token[i:i + 1]])[None]
+            logits = model(whole).logits[0]
+            assert torch.allclose(first[i], logits[-2], atol=1e-5)
+            assert torch.allclose(second[i], logits[-1], atol=1e-5)
 
 
 def test_rows_leave_the_batch_when_they_end_and_match_transformers_generate(tiny_llama):
@@ -248,3 +296,36 @@ def test_rows_leave_the_batch_when_they_end_and_match_transformers_generate(tiny
         ids = ref[0, len(row.prompt_ids):].tolist()
         ids = ids[:next((k for k, t in enumerate(ids) if t in eos), len(ids))]
         assert got.ids == ids
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat"])
+def test_sampled_tokens_follow_the_nucleus_distribution(shape):
+    """Top-p sampling draws from exactly the nucleus a full sort gives, in proportion to
+    its renormalised probabilities, whether the nucleus lies within the few hundred most
+    likely tokens (peaked) or spans thousands (flat, the full-sort path)."""
+    import torch
+
+    from sftlab.models.generation import GenRow, RowSampler
+
+    vocab = 5000
+    gen = torch.Generator().manual_seed(3)
+    scale = 8.0 if shape == "peaked" else 0.05
+    logits = torch.randn(vocab, generator=gen) * scale
+    temperature, top_p = 0.8, 0.9
+    probs = torch.softmax(logits / temperature, -1)
+    vals, ids = probs.sort(descending=True)
+    nucleus = ids[(vals.cumsum(-1) - vals) < top_p]
+    assert (len(nucleus) < RowSampler.TOP_K) == (shape == "peaked")
+    want = torch.zeros(vocab)
+    want[nucleus] = probs[nucleus] / probs[nucleus].sum()
+    draws = 4000
+    rows = [GenRow([1], temperature=temperature, top_p=top_p, seed=s) for s in range(draws)]
+    sampler = RowSampler(rows, torch.device("cpu"))
+    tokens = sampler.choose(list(range(draws)), logits.expand(draws, -1))
+    assert set(tokens) <= set(nucleus.tolist())
+    counts = torch.bincount(torch.tensor(tokens), minlength=vocab).float() / draws
+    top = want.topk(5).indices  # the likeliest tokens: frequencies within 4 standard errors
+    stderr = (want[top] * (1 - want[top]) / draws).sqrt()
+    assert ((counts[top] - want[top]).abs() <= 4 * stderr + 1e-3).all()
+    assert RowSampler([GenRow([1])], torch.device("cpu")).choose([0], logits[None]) == \
+        [int(logits.argmax())]

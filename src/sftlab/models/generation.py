@@ -13,8 +13,11 @@ budget:
 - the text is cut before the earliest stop string and the tokens after the first
   EOS (or trailing padding) are dropped;
 - rows of a batch that share a long token prefix (a few-shot block, the n samples of
-  one prompt) compute it once: its KV cache is expanded across the batch and each row
-  continues as ``[prefix][padding][own suffix]``, the padding masked out.
+  one prompt) compute it once. With SDPA or eager attention its keys and values are kept
+  once and every step reads them once for the whole batch
+  (:mod:`sftlab.models.prefix_attention`); the cache holds only each row's own tokens.
+  With other attention implementations the prefix's cache is expanded across the batch
+  and each row continues as ``[prefix][padding][own suffix]``, the padding masked out.
 
 :func:`sample_seed` derives a row's seed from (seed, item, sample index) alone.
 """
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from sftlab.models import prefix_attention
 
 MIN_SHARED_PREFIX = 32  # tokens: shorter shared prefixes are not worth a separate pass
 
@@ -123,29 +128,38 @@ def left_padded(id_lists: list[list[int]], pad: int, device: Any) -> tuple[torch
 def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[int],
                     keep_logits: bool) -> list[Generated]:
     device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
     shared = shared_prefix_length([r.prompt_ids for r in rows])
-    cache, done = None, 0
-    if shared >= MIN_SHARED_PREFIX and len(rows) > 1:
-        input_ids, mask, cache = _with_shared_prefix(model, rows, shared,
-                                                     tokenizer.pad_token_id, device)
-        done = shared
+    if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and prefix_attention.usable(model):
+        prefix = _prefix_kv(model, rows[0].prompt_ids[:shared], device)
+        input_ids, mask = left_padded([r.prompt_ids[shared:] for r in rows], pad, device)
+        with prefix_attention.shared_prefix_attention(model):
+            new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, None, 0, eos,
+                                      keep_logits, offset=shared,
+                                      extra={"shared_prefix": prefix})
+    elif shared >= MIN_SHARED_PREFIX and len(rows) > 1:
+        input_ids, mask, cache = _with_shared_prefix(model, rows, shared, pad, device)
+        new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, cache, shared, eos,
+                                  keep_logits)
     else:
-        input_ids, mask = left_padded([r.prompt_ids for r in rows], tokenizer.pad_token_id, device)
-    new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, cache, done, eos,
-                              keep_logits)
+        input_ids, mask = left_padded([r.prompt_ids for r in rows], pad, device)
+        new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, None, 0, eos,
+                                  keep_logits)
     return [_finish(tokenizer, row, new_ids[b], eos, logits[b] if keep_logits else None)
             for b, row in enumerate(rows)]
 
 
 def _decode(model: Any, tokenizer: Any, rows: list[GenRow], input_ids: torch.Tensor,
-            mask: torch.Tensor, cache: Any, done: int, eos: list[int],
-            keep_logits: bool) -> tuple[list[list[int]], list[list[torch.Tensor]]]:
+            mask: torch.Tensor, cache: Any, done: int, eos: list[int], keep_logits: bool,
+            offset: int = 0, extra: dict[str, Any] | None = None,
+            ) -> tuple[list[list[int]], list[list[torch.Tensor]]]:
     """Each row's new tokens (and raw logits): a decoding loop that drops a row from the
     batch, KV cache included, as soon as it ends (EOS, its budget or a stop string), so
     the rows still running never wait on, or pay for, the finished ones.
 
     ``input_ids[:, :done]`` are already in ``cache`` (a shared prefix) or ``done`` is 0.
-    """
+    ``offset``: positions before ``input_ids`` (a prefix given to every model call in
+    ``extra``, not in the cache)."""
     from transformers import DynamicCache
 
     cache = cache if cache is not None else DynamicCache()
@@ -154,14 +168,15 @@ def _decode(model: Any, tokenizer: Any, rows: list[GenRow], input_ids: torch.Ten
     out_ids: list[list[int]] = [[] for _ in rows]
     out_logits: list[list[torch.Tensor]] = [[] for _ in rows]
     alive = list(range(len(rows)))  # rows still decoding, in batch order
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    extra = extra or {}
+    positions = offset + (mask.cumsum(-1) - 1).clamp(min=0)
     step_ids, step_pos = input_ids[:, done:], positions[:, done:]
     while alive:
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                       cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                       cache=cache, use_cache=True, logits_to_keep=1,
+                       **extra).logits[:, -1, :]
         keep, tokens = [], []
-        for j, i in enumerate(alive):
-            token = pick.choose(i, logits[j])
+        for j, (i, token) in enumerate(zip(alive, pick.choose(alive, logits), strict=True)):
             out_ids[i].append(token)
             if keep_logits:
                 out_logits[i].append(logits[j])
@@ -189,6 +204,12 @@ def shared_prefix_length(id_lists: list[list[int]]) -> int:
     while n < shortest - 1 and all(ids[n] == first[n] for ids in id_lists):
         n += 1
     return n
+
+
+def _prefix_kv(model: Any, ids: list[int], device: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values [1, heads, len, dim] of ``ids``, per layer."""
+    out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
 def _with_shared_prefix(model: Any, rows: list[GenRow], shared: int, pad: int, device: Any):
@@ -251,10 +272,20 @@ def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
 
 class RowSampler:
     """Draws each row's next token with its own temperature, top-p and generator
-    (greedy rows, temperature 0, take the argmax)."""
+    (greedy rows, temperature 0, take the argmax).
+
+    All rows of a step are handled in a few batched operations: softmax at each row's
+    temperature, the nucleus found among the ``TOP_K`` most likely tokens when they hold
+    at least ``top_p`` of the mass (it is then exactly the same set as a full sort gives;
+    a row whose nucleus is wider is sorted in full), and one uniform number per row from
+    the row's own generator picks the token by inverse CDF. A row's token depends only on
+    its logits and its generator, never on the other rows."""
+
+    TOP_K = 256
 
     def __init__(self, rows: list[GenRow], device: torch.device):
         self.rows = rows
+        self.device = device
         self.generators: list[torch.Generator | None] = []
         for row in rows:
             gen = None
@@ -266,16 +297,34 @@ class RowSampler:
                     gen.manual_seed(row.seed)
             self.generators.append(gen)
 
-    def choose(self, i: int, logits: torch.Tensor) -> int:
-        row = self.rows[i]
-        if row.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits.float() / row.temperature, dim=-1)
-        if row.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < row.top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-        return int(torch.multinomial(probs, 1, generator=self.generators[i]))
+    def choose(self, alive: list[int], logits: torch.Tensor) -> list[int]:
+        """The next token of each row in ``alive``; ``logits[j]`` is row ``alive[j]``'s."""
+        tokens = logits.argmax(-1).tolist()
+        sampled = [j for j, i in enumerate(alive) if self.rows[i].temperature > 0]
+        if not sampled:
+            return tokens
+        rows = [self.rows[alive[j]] for j in sampled]
+        index = torch.tensor(sampled, device=logits.device)
+        temps = torch.tensor([r.temperature for r in rows], device=logits.device)[:, None]
+        probs = torch.softmax(logits.index_select(0, index).float() / temps, dim=-1)
+        top_p = torch.tensor([r.top_p for r in rows], device=logits.device)[:, None]
+        k = min(self.TOP_K, probs.shape[-1])
+        values, order = probs.topk(k, dim=-1)
+        # wide: the k most likely tokens hold less than top_p (or top_p is off): sort all
+        wide = ((values.sum(-1, keepdim=True) < top_p) | (top_p >= 1.0)).squeeze(-1).tolist()
+        uniforms = [torch.rand((), generator=self.generators[alive[j]], device=self.device)
+                    for j in sampled]
+        for n, j in enumerate(sampled):
+            if wide[n]:
+                vals, ids = probs[n].sort(descending=True)
+            else:
+                vals, ids = values[n], order[n]
+            if rows[n].top_p < 1.0:
+                vals = vals[(vals.cumsum(-1) - vals) < rows[n].top_p]
+            cdf = vals.cumsum(-1)
+            pick = int(torch.searchsorted(cdf, uniforms[n] * cdf[-1], right=True))
+            tokens[j] = int(ids[min(pick, len(vals) - 1)])
+        return tokens
 
 
 class RowStopper:

@@ -10,7 +10,9 @@ are those of ``context + continuation`` after the context's tokens). Then:
 2. contexts that share a long token prefix (a few-shot prefix) form a cluster:
    the prefix is run once, and its KV cache (transformers ``DynamicCache``) is
    expanded across every batch of the cluster's rows; a lone long context with
-   several multi-token continuations (HellaSwag's four endings) is its own prefix;
+   several multi-token continuations (HellaSwag's four endings) is its own prefix,
+   and such contexts run several at a time: one forward pass for a batch's contexts
+   (right-padded), one for all their endings, each reading its own context's keys;
 3. rows are sorted by length and batched by a row and token budget (right
    padding, never to the whole set's maximum); only the logits of scored
    positions are computed.
@@ -122,14 +124,19 @@ class HFBackend:
             by_context.setdefault(tuple(ctx), []).append(i)
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
         loose: list[_Row] = []
+        lone: list[tuple[list[int], list[_Row]]] = []
         for prefix_len, contexts in self._clusters(sorted(by_context)):
-            if prefix_len == 0 and self._shares_within(contexts[0], by_context, pairs):
+            alone = prefix_len == 0 and self._shares_within(contexts[0], by_context, pairs)
+            if alone:
                 prefix_len = len(contexts[0]) - 1  # e.g. HellaSwag 0-shot: 4 endings, 1 context
             rows = [row for c in contexts for row in self._rows(c, prefix_len, by_context[c], pairs)]
             if prefix_len == 0:
                 loose += rows
-                continue
-            self._score_rows(list(contexts[0][:prefix_len]), rows, results)
+            elif alone:
+                lone.append((list(contexts[0][:prefix_len]), rows))
+            else:
+                self._score_rows(list(contexts[0][:prefix_len]), rows, results)
+        self._score_lone_prefixes(lone, results)
         self._score_rows([], loose, results)
         return [r for r in results if r is not None]
 
@@ -183,14 +190,52 @@ class HFBackend:
                 rows.append(_Row(suffix + cont[:-1], [_Target(i, cont)]))
         return rows
 
-    def _prefix_cache(self, prefix: list[int]) -> list[tuple[Any, Any]]:
-        """Key/value tensors of every layer for ``prefix`` (batch 1)."""
+    def _prefix_cache(self, prefixes: list[list[int]]) -> list[tuple[Any, Any]]:
+        """Key/value tensors of every layer for ``prefixes`` (one batch, right-padded to
+        the longest; a row's padding is masked out wherever its keys are read)."""
         import torch
 
+        width = max(len(p) for p in prefixes)
+        ids = torch.zeros((len(prefixes), width), dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for g, prefix in enumerate(prefixes):
+            ids[g, :len(prefix)] = torch.tensor(prefix)
+            mask[g, :len(prefix)] = 1
         with torch.inference_mode():
-            ids = torch.tensor([prefix], device=self.device)
-            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             use_cache=True, logits_to_keep=1)
         return [(k, v) for k, v, *_ in out.past_key_values]
+
+    def _score_lone_prefixes(self, groups: list[tuple[list[int], list[_Row]]],
+                             results: list[LoglikelihoodResult | None]) -> None:
+        """Contexts that are each their own prefix (a zero-shot context and its several
+        endings), several at a time: one forward pass for a chunk's contexts, then one for
+        all their endings, each ending reading its own context's keys."""
+        import torch
+
+        groups = sorted(groups, key=lambda g: -len(g[0]))
+        chunks: list[list[tuple[list[int], list[_Row]]]] = []
+        for group in groups:
+            prefix, rows = group
+            widest = len(prefix) + max(len(row.tokens) for row in rows)
+            if len(rows) > self.batch_size or len(rows) * widest > self.max_batch_tokens:
+                self._score_rows(prefix, rows, results)  # too many endings to share a batch
+                continue
+            if chunks:
+                cur = chunks[-1]
+                rows = sum(len(r) for _, r in cur) + len(group[1])
+                width = len(cur[0][0]) + max(len(row.tokens) for _, r in cur + [group] for row in r)
+                if rows <= self.batch_size and rows * width <= self.max_batch_tokens:
+                    cur.append(group)
+                    continue
+            chunks.append([group])
+        for chunk in chunks:
+            kv = self._prefix_cache([prefix for prefix, _ in chunk])
+            owner = [(g, row) for g, (_, rows) in enumerate(chunk) for row in rows]
+            index = torch.tensor([g for g, _ in owner], device=self.device)
+            kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv]
+            self._score_batch([row for _, row in owner], len(chunk[0][0]), kv, results,
+                              prefix_lens=[len(chunk[g][0]) for g, _ in owner])
 
     def _batches(self, rows: list[_Row], prefix_len: int) -> list[list[_Row]]:
         """Rows sorted by length (longest first) cut into row- and token-budget batches."""
@@ -210,22 +255,27 @@ class HFBackend:
                     results: list[LoglikelihoodResult | None]) -> None:
         if not rows:
             return
-        kv = self._prefix_cache(prefix) if prefix else None
+        kv = self._prefix_cache([prefix]) if prefix else None
         for batch in self._batches(rows, len(prefix)):
             self._score_batch(batch, len(prefix), kv, results)
 
     def _score_batch(self, batch: list[_Row], prefix_len: int, kv: list[tuple[Any, Any]] | None,
-                     results: list[LoglikelihoodResult | None]) -> None:
+                     results: list[LoglikelihoodResult | None],
+                     prefix_lens: list[int] | None = None) -> None:
+        """Score a batch of rows after a prefix of ``prefix_len`` cached positions: one
+        prefix for all (``kv`` of batch 1), or each row its own (``kv`` of the batch's size,
+        row ``b``'s prefix ``prefix_lens[b]`` tokens long, the rest padding)."""
         import torch
         from transformers import DynamicCache
 
-        width = len(batch[0].tokens)
+        width = max(len(r.tokens) for r in batch)
+        own = prefix_lens or [prefix_len] * len(batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
-        mask[:, :prefix_len] = 1
         for b, row in enumerate(batch):
             ids[b, : len(row.tokens)] = torch.tensor(row.tokens)
+            mask[b, :own[b]] = 1
             mask[b, prefix_len : prefix_len + len(row.tokens)] = 1
         # scored positions: the last len(target) positions of each row
         lo = min(len(r.tokens) - max(len(t.tokens) for t in r.targets) for r in batch)
@@ -236,7 +286,7 @@ class HFBackend:
             kwargs["past_key_values"] = DynamicCache(
                 ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
                                 for k, v in kv])
-        positions = torch.arange(prefix_len, prefix_len + width).unsqueeze(0).expand(len(batch), -1)
+        positions = torch.arange(width).unsqueeze(0) + torch.tensor(own).unsqueeze(1)
         with torch.inference_mode():
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=positions.to(self.device), use_cache=kv is not None,
