@@ -95,8 +95,8 @@ def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch
         assert res.is_greedy == greedy
     lengths = sorted(len(backend.encode_pair(c, endings[0])[0]) - 1 for c in contexts)
     assert sorted(n for call in calls for n in call) == lengths  # each context once
-    assert [len(call) for call in calls] == [2, 2, 1]  # two items' contexts per pass
-    assert batches == [8, 8, 4]  # and all their endings in one batch
+    assert len(calls) < len(contexts)  # several items' contexts per forward pass
+    assert len(batches) < len(contexts) and max(batches) > len(endings)  # endings batched too
 
 
 def test_single_token_choices_share_a_row(backend):
@@ -113,6 +113,32 @@ def test_batches_sorted_and_never_padded_to_the_set_maximum(backend):
     rows = [_Row(list(range(n))) for n in (3, 50, 4, 49, 5, 48)]
     batches = backend._batches(rows, prefix_len=0)
     assert [[len(r.tokens) for r in b] for b in batches] == [[50, 49, 48], [5, 4, 3]]
+
+
+def test_batches_are_cut_where_padding_costs_more_than_a_call():
+    """The cut of sorted rows into batches is the cheapest one: padded tokens plus a fixed
+    cost per call, within the row and token budgets (checked against every cut)."""
+    import itertools
+
+    from sftlab.evaluate.backends.hf import least_padding
+
+    def cost(cuts, lengths, call):
+        return sum((j - i) * lengths[i] + call for i, j in cuts)
+
+    lengths = [778, 404, 365, 328, 300, 282, 120, 118, 110, 40, 39, 12]
+    for call, max_rows, max_tokens in [(32, 4, 8192), (0, 12, 1000), (500, 12, 8192)]:
+        got = least_padding(lengths, max_rows, max_tokens, call_cost=call)
+        assert [i for i, _ in got][1:] == [j for _, j in got][:-1] and got[-1][1] == len(lengths)
+        best = None
+        for mask in itertools.product([0, 1], repeat=len(lengths) - 1):
+            edges = [0] + [k + 1 for k, m in enumerate(mask) if m] + [len(lengths)]
+            cuts = list(itertools.pairwise(edges))
+            if all(j - i <= max_rows and ((j - i) * lengths[i] <= max_tokens or j - i == 1)
+                   for i, j in cuts):
+                c = cost(cuts, lengths, call)
+                best = c if best is None else min(best, c)
+        assert cost(got, lengths, call) == best
+    assert least_padding([50, 49, 48, 5, 4, 3], 32, 8192, call_cost=32) == [(0, 3), (3, 6)]
 
 
 def test_greedy_generation_equals_model_generate(backend):

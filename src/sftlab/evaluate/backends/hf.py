@@ -77,6 +77,9 @@ class HFBackend:
         self.batch_size = batch_size or (64 if on_gpu else 32)
         self.max_batch_tokens = max_batch_tokens or (32768 if on_gpu else 8192)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 4096) or 4096)
+        self._head_at_positions: bool | None = None  # see _scored_logprobs
+        # what one more model call costs, in tokens of work (batches trade padding for calls)
+        self.call_cost_tokens = 1024 if on_gpu else 32
         self.prefix_token = (self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None
                              else self.tokenizer.eos_token_id)
 
@@ -209,47 +212,33 @@ class HFBackend:
     def _score_lone_prefixes(self, groups: list[tuple[list[int], list[_Row]]],
                              results: list[LoglikelihoodResult | None]) -> None:
         """Contexts that are each their own prefix (a zero-shot context and its several
-        endings), several at a time: one forward pass for a chunk's contexts, then one for
-        all their endings, each ending reading its own context's keys."""
+        endings), many at a time: one forward pass for up to ``batch_size`` contexts of
+        similar length (right-padded), then their endings sorted by length and batched as
+        any rows are, each ending reading its own context's keys."""
         import torch
 
         groups = sorted(groups, key=lambda g: -len(g[0]))
-        chunks: list[list[tuple[list[int], list[_Row]]]] = []
-        for group in groups:
-            prefix, rows = group
-            widest = len(prefix) + max(len(row.tokens) for row in rows)
-            if len(rows) > self.batch_size or len(rows) * widest > self.max_batch_tokens:
-                self._score_rows(prefix, rows, results)  # too many endings to share a batch
-                continue
-            if chunks:
-                cur = chunks[-1]
-                rows = sum(len(r) for _, r in cur) + len(group[1])
-                width = len(cur[0][0]) + max(len(row.tokens) for _, r in cur + [group] for row in r)
-                if rows <= self.batch_size and rows * width <= self.max_batch_tokens:
-                    cur.append(group)
-                    continue
-            chunks.append([group])
-        for chunk in chunks:
+        cuts = least_padding([len(p) for p, _ in groups], self.batch_size, self.max_batch_tokens,
+                             0, self.call_cost_tokens)
+        for i, j in cuts:
+            chunk = groups[i:j]
             kv = self._prefix_cache([prefix for prefix, _ in chunk])
-            owner = [(g, row) for g, (_, rows) in enumerate(chunk) for row in rows]
-            index = torch.tensor([g for g, _ in owner], device=self.device)
-            kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv]
-            self._score_batch([row for _, row in owner], len(chunk[0][0]), kv, results,
-                              prefix_lens=[len(chunk[g][0]) for g, _ in owner])
+            width = len(chunk[0][0])
+            owner = {id(row): g for g, (_, rows) in enumerate(chunk) for row in rows}
+            for batch in self._batches([row for _, rows in chunk for row in rows], width):
+                index = torch.tensor([owner[id(row)] for row in batch], device=self.device)
+                self._score_batch(batch, width,
+                                  [(k.index_select(0, index), v.index_select(0, index))
+                                   for k, v in kv], results,
+                                  prefix_lens=[len(chunk[owner[id(row)]][0]) for row in batch])
 
     def _batches(self, rows: list[_Row], prefix_len: int) -> list[list[_Row]]:
-        """Rows sorted by length (longest first) cut into row- and token-budget batches."""
+        """Rows sorted by length (longest first) cut into row- and token-budget batches
+        with the least padding (:func:`least_padding`)."""
         rows = sorted(rows, key=lambda r: -len(r.tokens))
-        batches: list[list[_Row]] = []
-        for row in rows:
-            if batches:
-                cur = batches[-1]
-                width = prefix_len + len(cur[0].tokens)
-                if len(cur) < self.batch_size and (len(cur) + 1) * width <= self.max_batch_tokens:
-                    cur.append(row)
-                    continue
-            batches.append([row])
-        return batches
+        cuts = least_padding([len(r.tokens) for r in rows], self.batch_size,
+                             self.max_batch_tokens, prefix_len, self.call_cost_tokens)
+        return [rows[i:j] for i, j in cuts]
 
     def _score_rows(self, prefix: list[int], rows: list[_Row],
                     results: list[LoglikelihoodResult | None]) -> None:
@@ -278,29 +267,82 @@ class HFBackend:
             mask[b, :own[b]] = 1
             mask[b, prefix_len : prefix_len + len(row.tokens)] = 1
         # scored positions: the last len(target) positions of each row
-        lo = min(len(r.tokens) - max(len(t.tokens) for t in r.targets) for r in batch)
-        hi = max(len(r.tokens) for r in batch)
-        keep = torch.arange(lo, hi, device=self.device)
+        spans = [(len(r.tokens) - max(len(t.tokens) for t in r.targets), len(r.tokens))
+                 for r in batch]
         kwargs: dict[str, Any] = {}
         if kv is not None:
-            kwargs["past_key_values"] = DynamicCache(
+            kwargs["cache"] = DynamicCache(
                 ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
                                 for k, v in kv])
         positions = torch.arange(width).unsqueeze(0) + torch.tensor(own).unsqueeze(1)
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
+                  "position_ids": positions.to(self.device), "use_cache": kv is not None,
+                  **kwargs}
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                position_ids=positions.to(self.device), use_cache=kv is not None,
-                                logits_to_keep=keep, **kwargs).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            scored = self._scored_logprobs(inputs, spans)
         for b, row in enumerate(batch):
-            end = len(row.tokens) - lo  # index into kept positions, exclusive
+            end = spans[b][1] - spans[b][0]  # index into the row's scored positions, exclusive
             for t in row.targets:
                 n = len(t.tokens)
-                lp = logprobs[b, end - n : end]
+                lp = scored[b][end - n : end]
                 want = torch.tensor(t.tokens)
                 total = lp.gather(1, want.unsqueeze(1)).sum().item()
                 greedy = bool((lp.argmax(-1) == want).all())
                 results[t.request] = LoglikelihoodResult(total, greedy, n)
+
+    def _scored_logprobs(self, inputs: dict[str, Any],
+                         spans: list[tuple[int, int]]) -> list[Any]:
+        """Log-probabilities [end - start, vocab] at each row's scored positions.
+
+        Where the model's logits are its output embedding applied to its decoder's last
+        hidden state (checked once, on this very batch, against the model's own forward
+        pass), the head runs at the scored positions only, not at the padding between
+        them; otherwise the model computes logits from the first scored position on."""
+        import torch
+
+        if self._head_at_positions is None:
+            self._head_at_positions = self._check_head(inputs, spans)
+        if self._head_at_positions:
+            hidden = self.model.get_decoder()(**inputs).last_hidden_state
+            rows = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
+            cols = torch.cat([torch.arange(s, e) for s, e in spans])
+            logits = self.model.get_output_embeddings()(hidden[rows.to(hidden.device),
+                                                               cols.to(hidden.device)])
+            flat = torch.log_softmax(logits.float(), dim=-1).cpu()
+            return list(flat.split([e - s for s, e in spans]))
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        keep = torch.arange(lo, hi, device=self.device)
+        logits = self.model(**inputs, logits_to_keep=keep).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        return [logprobs[b, s - lo:e - lo] for b, (s, e) in enumerate(spans)]
+
+    def _check_head(self, inputs: dict[str, Any], spans: list[tuple[int, int]]) -> bool:
+        """Whether head(decoder(x)) gives the model's logits (no logit scaling, soft-capping
+        or other step after the output embedding), tried on one row of ``inputs``."""
+        import torch
+
+        try:
+            decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            return False
+        if decoder is None or head is None:
+            return False
+        b = max(range(len(spans)), key=lambda i: spans[i][1])
+        one = {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in inputs.items()
+               if k != "cache"}
+        return self._check_head_plain(decoder, head, one)
+
+    def _check_head_plain(self, decoder: Any, head: Any, one: dict[str, Any]) -> bool:
+        import torch
+
+        ids = one["input_ids"]
+        plain = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        try:
+            want = self.model(**plain).logits[0]
+            got = head(decoder(**plain).last_hidden_state)[0]
+        except Exception:  # noqa: BLE001 - any failure: use the model's own forward pass
+            return False
+        return want.shape == got.shape and bool(torch.allclose(want, got, atol=1e-4, rtol=1e-4))
 
     # ------------------------------------------------------------------ generation
 
@@ -349,3 +391,27 @@ class HFBackend:
                 "add_special_tokens": self.add_special_tokens, "pair_split": self.pair_split,
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "peft": peft.__version__}}
+
+
+def least_padding(lengths: list[int], max_rows: int, max_tokens: int, prefix_len: int = 0,
+                  call_cost: int = 0) -> list[tuple[int, int]]:
+    """Cut rows sorted by length (longest first) into batches ``[i, j)`` of at most
+    ``max_rows`` rows and ``max_tokens`` padded tokens (``prefix_len`` cached positions
+    each), minimising the padded tokens computed plus ``call_cost`` per batch: an exact
+    dynamic programme over the sorted order. A row alone may exceed ``max_tokens``."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, max(0, j - max_rows) - 1, -1):
+            rows = j - i
+            if rows > 1 and rows * (prefix_len + lengths[i]) > max_tokens:
+                break  # longer batches only add rows at this width or wider
+            cost = best[i] + rows * lengths[i] + call_cost
+            if cost < best[j]:
+                best[j], start[j] = cost, i
+    cuts, j = [], n
+    while j > 0:
+        cuts.append((start[j], j))
+        j = start[j]
+    return cuts[::-1]
