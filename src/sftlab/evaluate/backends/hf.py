@@ -202,13 +202,10 @@ class HFBackend:
 
         width = max(len(p) for p in prefixes)
         ids = torch.zeros((len(prefixes), width), dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
         for g, prefix in enumerate(prefixes):
             ids[g, :len(prefix)] = torch.tensor(prefix)
-            mask[g, :len(prefix)] = 1
-        with torch.inference_mode():
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             use_cache=True, logits_to_keep=1)
+        with torch.inference_mode():  # right padding: no real token sees a pad (causal)
+            out = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
         return [(k, v) for k, v, *_ in out.past_key_values]
 
     def _score_lone_prefixes(self, groups: list[tuple[list[int], list[_Row]]],
@@ -277,9 +274,10 @@ class HFBackend:
                 ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
                                 for k, v in kv])
         positions = torch.arange(width).unsqueeze(0) + torch.tensor(own).unsqueeze(1)
-        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
-                  "position_ids": positions.to(self.device), "use_cache": kv is not None,
-                  **kwargs}
+        inputs = {"input_ids": ids.to(self.device), "position_ids": positions.to(self.device),
+                  "use_cache": kv is not None, **kwargs}
+        if kv is not None:  # without a prefix, rows are right-padded: causality hides the pads
+            inputs["attention_mask"] = mask.to(self.device)
         with torch.inference_mode():
             scored = self._scored_logprobs(inputs, spans)
         for b, row in enumerate(batch):
