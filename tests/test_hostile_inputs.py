@@ -163,11 +163,11 @@ def test_markdown_neutralises_links_and_images_in_model_text():
 def test_json_files_never_hold_nan(tmp_path):
     from sftlab import jsonio
     from sftlab.evaluate.predictions import write_predictions
-    from sftlab.execute.jobs import write_json_atomic
+    from sftlab.execute.handlers import _store_artefacts
 
-    write_json_atomic(tmp_path / "r.json", {"value": math.nan, "stderr": [math.inf, 1.0]})
-    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=_refuse) == {
-        "value": None, "stderr": [None, 1.0]}
+    _store_artefacts(tmp_path, {"id": "r"}, {"value": math.nan, "stderr": [math.inf, 1.0]})
+    assert json.loads((tmp_path / "evals" / "r.json").read_text(), parse_constant=_refuse) == {
+        "eval_id": "r", "value": None, "stderr": [None, 1.0], "predictions_path": None}
     write_predictions(tmp_path / "p.jsonl", [{"score": math.nan}], {"metrics": {"x": -math.inf}})
     for name in ("p.jsonl", "p.provenance.json"):
         json.loads((tmp_path / name).read_text(), parse_constant=_refuse)

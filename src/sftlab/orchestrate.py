@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftlab import atomic
 from sftlab.errors import UserError
 from sftlab.execute.jobs import Job, JobOutcome
 from sftlab.store import STORE_NAME, DriverLock, Store
@@ -107,10 +108,7 @@ def write_resolved_study(study: Study) -> None:
             versions[name] = None
     text = yaml.safe_dump({**study.model_dump(mode="json"), "_versions": versions},
                           sort_keys=False, allow_unicode=True)
-    target = Path(study.out_dir) / "study.resolved.yaml"
-    tmp = target.with_suffix(".yaml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    atomic.write_text(Path(study.out_dir) / "study.resolved.yaml", text)
 
 
 # ---------------------------------------------------------------- plan <-> store

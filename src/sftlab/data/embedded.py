@@ -47,13 +47,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sftlab import atomic
 from sftlab.data.arithmetic_rl import arithmetic_splits
 from sftlab.data.demo_facts import demo_splits
 from sftlab.errors import UserError
@@ -413,17 +412,6 @@ def render_file(name: str, rows: list[Row]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_embedded_data(out_dir: Path, *, seed: int = 0, n_train: int = 2000,
                         n_eval: int = 100) -> dict[str, Path]:
     """Write every embedded file into ``out_dir``; return ``{file stem: path}``.
@@ -438,7 +426,7 @@ def write_embedded_data(out_dir: Path, *, seed: int = 0, n_train: int = 2000,
     paths: dict[str, Path] = {}
     for name, rows in splits.items():
         path = out_dir / f"{name}{SUFFIXES.get(name, '.jsonl')}"
-        _write_atomic(path, render_file(name, rows))
+        atomic.write_text(path, render_file(name, rows))
         paths[name] = path
     return paths
 

@@ -31,13 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sftlab import atomic
 from sftlab.data.filtering import dedupe, length_filter, load_tokenizer, tokenizer_refs
 from sftlab.data.loaders import load_source
 from sftlab.data.mixtures import mixture_lines
 from sftlab.data.readers import looks_local
 from sftlab.data.records import training_row
 from sftlab.data.sampling import derive_seed, permutation, take_sample
-from sftlab.data.staging import Staging, remove_stale_temps, write_atomic
+from sftlab.data.staging import Staging, remove_stale_temps
 from sftlab.errors import UserError
 from sftlab.fingerprint import file_sha256, folder_sha256
 from sftlab.study.plan import (
@@ -351,7 +352,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     path = folder / MANIFEST
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        write_atomic(path, text)
+        atomic.write_text(path, text)
 
 
 def _report(study: Study, sets: list, sources: list[_Source], manifest: dict,

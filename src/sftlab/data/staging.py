@@ -14,21 +14,18 @@ import hashlib
 import logging
 import os
 import re
-import socket
 from collections.abc import Iterable
 from pathlib import Path
+
+from sftlab.atomic import host_tag
 
 log = logging.getLogger(__name__)
 _TEMP = re.compile(r"^\..+\.tmp-(?P<host>[^.]+)-(?P<pid>\d+)$")
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-
-
 def temp_name(final: Path) -> Path:
     """The hidden temp file of ``final`` for this process: ``.<name>.tmp-<host>-<pid>``."""
-    return final.with_name(f".{final.name}.tmp-{_host()}-{os.getpid()}")
+    return final.with_name(f".{final.name}.tmp-{host_tag()}-{os.getpid()}")
 
 
 def remove_stale_temps(folder: Path) -> int:
@@ -40,7 +37,7 @@ def remove_stale_temps(folder: Path) -> int:
     """
     if not folder.is_dir():
         return 0
-    host = _host()
+    host = host_tag()
     removed = 0
     for path in folder.iterdir():
         match = _TEMP.match(path.name)
@@ -124,13 +121,5 @@ class Staging:
             except OSError:
                 pass
         self._created.clear()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small text file through a temp name and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_name(path)
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 

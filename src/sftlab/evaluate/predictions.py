@@ -8,12 +8,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from sftlab import jsonio
+from sftlab import atomic, jsonio
 
 
 def predictions_path(out_dir: Path, task: str, shots: int, fmt: str, repeat: int = 1) -> Path:
@@ -37,23 +35,11 @@ def provenance_path(pred_path: Path) -> Path:
     return pred_path.with_name(pred_path.name.removesuffix(".jsonl") + ".provenance.json")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_predictions(path: Path, rows: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
     """Write the rows (JSONL) then the provenance (JSON), each atomically."""
     text = "".join(jsonio.line(r) for r in rows)
-    _atomic_write(path, text)
-    _atomic_write(provenance_path(path), jsonio.dumps(provenance, indent=2) + "\n")
+    atomic.write_text(path, text)
+    atomic.write_text(provenance_path(path), jsonio.dumps(provenance, indent=2) + "\n")
 
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:

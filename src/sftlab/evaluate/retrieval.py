@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sftlab import atomic
 from sftlab.errors import UserError
 
 EMBEDDER_ALIASES: dict[str, str] = {
@@ -134,7 +133,7 @@ class Embedder:
         if path.is_file():
             return np.load(path)
         vectors = self._encode(list(texts))
-        _save_atomic(path, vectors)
+        atomic.write_with(path, lambda tmp: _save_npy(tmp, vectors))
         return vectors
 
     def _encode(self, texts: list[str]) -> Any:
@@ -151,18 +150,11 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def _save_atomic(path: Path, array: Any) -> None:
+def _save_npy(path: Path, array: Any) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(path, "wb") as fh:  # a file object: np.save would add ".npy" to a bare path
+        np.save(fh, array)
 
 
 # ---------------------------------------------------------------- selection

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sftlab.execute.jobs import write_json_atomic
+from sftlab import atomic, jsonio
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _store_artefacts(out_dir: Path, spec: dict, result: dict) -> dict:
         os.replace(result["predictions_path"], final)
         predictions = str(final)
     record = {"eval_id": eval_id, **_plain(result), "predictions_path": predictions}
-    write_json_atomic(out_dir / "evals" / f"{eval_id}.json", record)
+    atomic.write_text(out_dir / "evals" / f"{eval_id}.json", jsonio.dumps(record))
     return record
 
 

@@ -14,14 +14,11 @@ import importlib
 import importlib.util
 import json
 import os
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from sftlab import jsonio
 
 LOG_TAIL_CHARS = 4000
 
@@ -93,21 +90,6 @@ def call_handler(job: Job) -> dict[str, Any]:
             raise
         return {"ok": False, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc()[-LOG_TAIL_CHARS:]}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(jsonio.dumps(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from sftlab.execute.jobs import Job, call_handler, job_paths, write_json_atomic
+from sftlab import atomic, jsonio
+from sftlab.execute.jobs import Job, call_handler, job_paths
 
 
 def die_with_parent() -> None:
@@ -45,7 +46,7 @@ def run_job_file(path: Path) -> bool:
     outcome["seconds"] = time.perf_counter() - start
     if not outcome["ok"]:
         print(outcome["traceback"], file=sys.stderr)
-    write_json_atomic(result_path, outcome)
+    atomic.write_text(result_path, jsonio.dumps(outcome))
     return bool(outcome["ok"])
 
 

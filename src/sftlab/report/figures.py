@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
+
+from sftlab import atomic
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -30,11 +31,13 @@ def save(fig: Figure, stem: Path, *, tight: bool = True) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         final = stem.with_suffix(f".{ext}")
-        tmp = final.with_name(f".{final.name}.tmp")
-        with rc_context({"svg.fonttype": "none"}):  # SVG text as (XML-escaped) text: 2x faster
-            fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight" if tight else None,
-                        metadata={"Date": None} if ext == "svg" else None)
-        os.replace(tmp, final)
+
+        def draw(tmp: Path, ext: str = ext) -> None:
+            with rc_context({"svg.fonttype": "none"}):  # SVG text as XML-escaped text: 2x faster
+                fig.savefig(tmp, format=ext, dpi=110, bbox_inches="tight" if tight else None,
+                            metadata={"Date": None} if ext == "svg" else None)
+
+        atomic.write_with(final, draw)
         paths.append(final)
     return paths
 

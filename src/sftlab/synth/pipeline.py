@@ -32,16 +32,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab import jsonio
+from sftlab import atomic, jsonio
 from sftlab.data.sampling import derive_seed
-from sftlab.data.staging import write_atomic
 from sftlab.errors import UserError
 from sftlab.evaluate.judge import JudgeClient, JudgmentCache
 from sftlab.synth import prompts
@@ -350,13 +348,12 @@ def _write_outputs(spec: SynthSpec, result: SynthResult, rows: list[Row],
     out.mkdir(parents=True, exist_ok=True)
     kept = [kept_row(spec, r, conditions[r.condition]) for r in rows
             if r.stage == STAGES.index("kept")]
-    write_atomic(out / "data.jsonl",
-                 "".join(jsonio.line(k) for k in kept))
-    write_atomic(out / "yield.csv", yield_csv(conditions, result.funnel))
+    atomic.write_text(out / "data.jsonl", "".join(jsonio.line(k) for k in kept))
+    atomic.write_text(out / "yield.csv", yield_csv(conditions, result.funnel))
     summary = {**result.to_json(), "errors": result.errors, "funnel": result.funnel,
                "conditions": conditions, "reference_files": result.reference_files,
                "spec": spec_identity(spec)}
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    atomic.write_json(out / "summary.json", summary, indent=1)
     if not result.complete:
         log.warning("synth: %d request(s) failed after retries (first: %s); the output in %s "
                     "is incomplete: run again to ask them again (answers so far are cached)",

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from sftlab import jsonio
+from sftlab import atomic, jsonio
 from sftlab.train import checkpoints
 
 
@@ -114,9 +114,7 @@ def truncate_log(path: Path, max_step: int) -> None:
             continue
         if row.get("step", 0) <= max_step:
             rows.append(line)
-    tmp = path.with_name(path.name + ".tmp-log")
-    tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, "".join(r + "\n" for r in rows))
 
 
 def _maybe_float(value) -> float | None:

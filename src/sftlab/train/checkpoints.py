@@ -26,6 +26,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from sftlab import atomic
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^(epoch|step)-(\d+)$")
@@ -176,9 +178,7 @@ def disk_bytes(path: Path) -> int:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, payload, indent=2, sort_keys=True, ensure_ascii=True)
 
 
 def read_new_layers(model_path: str | Path) -> list[int]:
