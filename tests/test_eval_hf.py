@@ -32,6 +32,18 @@ def naive(be: HFBackend, req: LoglikelihoodRequest) -> tuple[float, bool]:
     return lp.gather(1, want[:, None]).sum().item(), bool((lp.argmax(-1) == want).all())
 
 
+def assert_naive(be: HFBackend, reqs: list, results: list) -> None:
+    """Every result equals the naive unbatched forward pass (log-prob and greediness)."""
+    assert len(results) == len(reqs)
+    for req, res in zip(reqs, results, strict=True):
+        ref, greedy = naive(be, req)
+        assert res.logprob == pytest.approx(ref, abs=1e-4), req
+        assert res.is_greedy == greedy
+
+
+ENDINGS = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
+
+
 @pytest.fixture(scope="module", params=["tiny_llama", "tiny_qwen2"])
 def backend(request):
     return HFBackend(str(request.getfixturevalue(request.param)), batch_size=3)
@@ -45,10 +57,7 @@ def test_loglikelihood_equals_naive(backend, monkeypatch):
     reqs = requests()
     results = backend.loglikelihood(reqs)
     assert len(results) == len(reqs)
-    for req, res in zip(reqs, results, strict=True):
-        ref, greedy = naive(backend, req)
-        assert res.logprob == pytest.approx(ref, abs=1e-4), req
-        assert res.is_greedy == greedy
+    assert_naive(backend, reqs, results)
     # the few-shot prefix was computed once for the three questions
     assert len(calls) == 1 and calls[0] >= len(backend.encode(SHOTS)) - 2
 
@@ -61,13 +70,10 @@ def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypat
                         lambda ps: calls.extend(len(p) for p in ps) or original(ps))
     contexts = [f"Scene {i}: a person walks into the garden and looks at the {i} flowers, then"
                 for i in range(3)]
-    endings = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
+    endings = ENDINGS
     reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
     results = backend.loglikelihood(reqs)
-    for req, res in zip(reqs, results, strict=True):
-        ref, greedy = naive(backend, req)
-        assert res.logprob == pytest.approx(ref, abs=1e-4), req
-        assert res.is_greedy == greedy
+    assert_naive(backend, reqs, results)
     lengths = [len(backend.encode_pair(c, endings[0])[0]) for c in contexts]
     assert sorted(calls) == sorted(n - 1 for n in lengths)  # each context once, as a prefix
 
@@ -86,13 +92,10 @@ def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch
         len(batch)) or score(batch, *a, **k))
     contexts = [f"Scene {i}: a person walks into the{' big' * i} garden and looks at the {i} "
                 "flowers, then" for i in range(5)]
-    endings = [" picks one up slowly", " sits down on the bench", " waters them all", " leaves"]
+    endings = ENDINGS
     reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
     results = backend.loglikelihood(reqs)
-    for req, res in zip(reqs, results, strict=True):
-        ref, greedy = naive(backend, req)
-        assert res.logprob == pytest.approx(ref, abs=1e-4), req
-        assert res.is_greedy == greedy
+    assert_naive(backend, reqs, results)
     lengths = sorted(len(backend.encode_pair(c, endings[0])[0]) - 1 for c in contexts)
     assert sorted(n for call in calls for n in call) == lengths  # each context once
     assert len(calls) < len(contexts)  # several items' contexts per forward pass
