@@ -90,7 +90,7 @@ def _hostile_programs(canaries: list[Path], port: int, victim_pid: int) -> dict[
             "        time.sleep(600)\n"
             "time.sleep(0.5)\nassert False, 'children left behind'\n"
         ),
-        "memory_bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n",
+        "memory_bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(200 * 2**20))\n",
         "delete_files": (
             f"import os, shutil\nfor p in {paths}:\n    try:\n        os.remove(p)\n"
             "    except FileNotFoundError:\n        pass\n"
@@ -132,7 +132,7 @@ def test_hostile_programs_are_contained(guards, canaries, listener, monkeypatch)
                 programs,
                 run_programs(
                     list(programs.values()),
-                    timeout=3,
+                    timeout=5,  # room for a slow interpreter start on a loaded machine
                     memory_mb=512,
                     workers=2,
                     max_output_bytes=4096,
