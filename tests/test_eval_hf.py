@@ -102,6 +102,22 @@ def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch
     assert len(batches) < len(contexts) and max(batches) > len(endings)  # endings batched too
 
 
+def test_logits_at_scored_positions_only_where_the_head_is_checked(backend, monkeypatch):
+    """The head runs at the scored positions only when head(decoder(x)) is the model's
+    logits; a model with a step after its head (here: logits scaled) is detected and
+    scored by its own forward pass, and both ways equal the naive pass."""
+    import torch
+
+    reqs = requests()
+    assert backend._check_head(torch.tensor([backend.encode("A short check row")]))
+    monkeypatch.setattr(backend, "_head_at_positions", False)
+    assert_naive(backend, reqs, backend.loglikelihood(reqs))
+    head = backend.model.get_output_embeddings()
+    monkeypatch.setattr(backend.model, "get_output_embeddings",
+                        lambda: lambda h: 2.0 * head(h))
+    assert not backend._check_head(torch.tensor([backend.encode("A short check row")]))
+
+
 def test_single_token_choices_share_a_row(backend):
     ctx = SHOTS + "Question: pick one\nAnswer:"
     pairs = [backend.encode_pair(ctx, c) for c in (" A", " B")]

@@ -217,15 +217,15 @@ def test_shared_prefix_generation_equals_plain_generation(tiny_llama, monkeypatc
         monkeypatch.setattr(generation, "_with_shared_prefix",
                             lambda *a, **k: used.append(a[2]) or real(*a, **k))
     else:
-        real = generation._prefix_kv
-        monkeypatch.setattr(generation, "_prefix_kv",
-                            lambda *a, **k: used.append(len(a[1])) or real(*a, **k))
+        real = generation.prefix_kv
+        monkeypatch.setattr(generation, "prefix_kv",
+                            lambda *a, **k: used.append(len(a[1][0])) or real(*a, **k))
     shared = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
     assert len(used) == 1 and used[0] >= len(shots)  # one batch, the shots computed once
     assert model.config._attn_implementation == "sdpa"  # restored after the batch
     monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)
     plain = [g.ids for g in generate_rows(model, tokenizer, rows, batch_size=8)]
-    assert shared == plain and all(shared)
+    assert shared == plain and all(shared[::2])  # the greedy rows (even) answer something
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "olmo"])

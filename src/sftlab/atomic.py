@@ -29,13 +29,18 @@ def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
+def temp_tag() -> str:
+    """The end of every temp name this process writes: ``.tmp-<host>-<pid>``."""
+    return f".tmp-{host_tag()}-{os.getpid()}"
+
+
 def _create_temp(path: Path) -> tuple[int, Path]:
     """A new, empty temp file beside ``path``: (open fd for writing, its path).
 
     Created with mode 0o666 less the umask, as a plain ``open(path, "w")`` would be
     (``tempfile.mkstemp`` would make it 0o600).
     """
-    tag = f".tmp-{host_tag()}-{os.getpid()}"
+    tag = temp_tag()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{tag}")

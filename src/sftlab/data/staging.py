@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from sftlab.atomic import host_tag
+from sftlab.atomic import host_tag, temp_tag
 
 log = logging.getLogger(__name__)
 _TEMP = re.compile(r"^\..+\.tmp-(?P<host>[^.]+)-(?P<pid>\d+)$")
@@ -25,7 +25,7 @@ _TEMP = re.compile(r"^\..+\.tmp-(?P<host>[^.]+)-(?P<pid>\d+)$")
 
 def temp_name(final: Path) -> Path:
     """The hidden temp file of ``final`` for this process: ``.<name>.tmp-<host>-<pid>``."""
-    return final.with_name(f".{final.name}.tmp-{host_tag()}-{os.getpid()}")
+    return final.with_name(f".{final.name}{temp_tag()}")
 
 
 def remove_stale_temps(folder: Path) -> int:

@@ -131,7 +131,7 @@ def _generate_batch(model: Any, tokenizer: Any, rows: list[GenRow], eos: list[in
     pad = tokenizer.pad_token_id
     shared = shared_prefix_length([r.prompt_ids for r in rows])
     if shared >= MIN_SHARED_PREFIX and len(rows) > 1 and prefix_attention.usable(model):
-        prefix = _prefix_kv(model, rows[0].prompt_ids[:shared], device)
+        prefix = prefix_kv(model, [rows[0].prompt_ids[:shared]], device)
         input_ids, mask = left_padded([r.prompt_ids[shared:] for r in rows], pad, device)
         with prefix_attention.shared_prefix_attention(model):
             new_ids, logits = _decode(model, tokenizer, rows, input_ids, mask, None, 0, eos,
@@ -206,9 +206,17 @@ def shared_prefix_length(id_lists: list[list[int]]) -> int:
     return n
 
 
-def _prefix_kv(model: Any, ids: list[int], device: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values [1, heads, len, dim] of ``ids``, per layer."""
-    out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+def prefix_kv(model: Any, prefixes: list[list[int]],
+              device: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values [len(prefixes), heads, longest, dim] of ``prefixes``, per layer: one
+    forward pass, right-padded (causality keeps every real token from seeing a pad; a
+    reader masks the pads out), the logits of the last position only."""
+    width = max(len(p) for p in prefixes)
+    ids = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for g, prefix in enumerate(prefixes):
+        ids[g, :len(prefix)] = torch.tensor(prefix)
+    with torch.inference_mode():
+        out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
@@ -217,15 +225,14 @@ def _with_shared_prefix(model: Any, rows: list[GenRow], shared: int, pad: int, d
     computed once and expanded across the rows (``generate`` then runs the suffixes only)."""
     from transformers import DynamicCache
 
-    prefix = torch.tensor([rows[0].prompt_ids[:shared]], device=device)
-    out = model(input_ids=prefix, use_cache=True)
-    layers = [(layer.keys.expand(len(rows), -1, -1, -1), layer.values.expand(len(rows), -1, -1, -1))
-              for layer in out.past_key_values.layers]
+    prefix = torch.tensor([rows[0].prompt_ids[:shared]])
+    layers = [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+              for k, v in prefix_kv(model, prefix.tolist(), device)]
     suffixes = [r.prompt_ids[shared:] for r in rows]
     width = max(len(s) for s in suffixes)
     input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
-    input_ids[:, :shared] = prefix.cpu()
+    input_ids[:, :shared] = prefix
     mask[:, :shared] = 1
     for i, suffix in enumerate(suffixes):
         input_ids[i, shared + width - len(suffix):] = torch.tensor(suffix)
@@ -277,7 +284,7 @@ class RowSampler:
     All rows of a step are handled in a few batched operations: softmax at each row's
     temperature, the nucleus found among the ``TOP_K`` most likely tokens when they hold
     at least ``top_p`` of the mass (it is then exactly the same set as a full sort gives;
-    a row whose nucleus is wider is sorted in full), and one uniform number per row from
+    a row whose nucleus is wider is sorted in full; with top-p off nothing is sorted), and one uniform number per row from
     the row's own generator picks the token by inverse CDF. A row's token depends only on
     its logits and its generator, never on the other rows."""
 
@@ -310,20 +317,23 @@ class RowSampler:
         top_p = torch.tensor([r.top_p for r in rows], device=logits.device)[:, None]
         k = min(self.TOP_K, probs.shape[-1])
         values, order = probs.topk(k, dim=-1)
-        # wide: the k most likely tokens hold less than top_p (or top_p is off): sort all
-        wide = ((values.sum(-1, keepdim=True) < top_p) | (top_p >= 1.0)).squeeze(-1).tolist()
+        # wide: the k most likely tokens hold less than top_p: sort all
+        wide = (values.sum(-1, keepdim=True) < top_p).squeeze(-1).tolist()
         uniforms = [torch.rand((), generator=self.generators[alive[j]], device=self.device)
                     for j in sampled]
         for n, j in enumerate(sampled):
-            if wide[n]:
+            if rows[n].top_p >= 1.0:  # no nucleus: the whole vocabulary, in its own order
+                vals, ids = probs[n], None
+            elif wide[n]:
                 vals, ids = probs[n].sort(descending=True)
             else:
                 vals, ids = values[n], order[n]
-            if rows[n].top_p < 1.0:
+            if ids is not None:
                 vals = vals[(vals.cumsum(-1) - vals) < rows[n].top_p]
             cdf = vals.cumsum(-1)
             pick = int(torch.searchsorted(cdf, uniforms[n] * cdf[-1], right=True))
-            tokens[j] = int(ids[min(pick, len(vals) - 1)])
+            pick = min(pick, len(vals) - 1)
+            tokens[j] = pick if ids is None else int(ids[pick])
         return tokens
 
 

@@ -74,9 +74,7 @@ def _own_mask(mask: torch.Tensor | None, b: int, q: int, s: int,
             return None
         causal = torch.ones(q, s, dtype=torch.bool, device=device).tril(s - q)
         return causal[None, None].expand(b, 1, q, s)
-    if mask.dtype != torch.bool:  # an additive float mask
-        mask = mask == 0
-    return mask[..., -s:]
+    return mask[..., -s:]  # sdpa_mask's boolean mask (registered for this attention)
 
 
 def _register() -> None:

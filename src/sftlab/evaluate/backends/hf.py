@@ -11,10 +11,10 @@ are those of ``context + continuation`` after the context's tokens). Then:
    the prefix is run once, and its KV cache (transformers ``DynamicCache``) is
    expanded across every batch of the cluster's rows; a lone long context with
    several multi-token continuations (HellaSwag's four endings) is its own prefix,
-   and such contexts run several at a time: one forward pass for a batch's contexts
-   (right-padded), one for all their endings, each reading its own context's keys;
-3. rows are sorted by length and batched by a row and token budget (right
-   padding, never to the whole set's maximum); only the logits of scored
+   and such contexts run many at a time: one forward pass for a chunk's contexts
+   (right-padded), then their endings in batches, each reading its own context's keys;
+3. rows are sorted by length and cut into batches by :func:`least_padding`
+   (right padding, never to the whole set's maximum); only the logits of scored
    positions are computed.
 
 Generation is batched the same way (left padding), greedy or ``n`` seeded
@@ -198,15 +198,9 @@ class HFBackend:
     def _prefix_cache(self, prefixes: list[list[int]]) -> list[tuple[Any, Any]]:
         """Key/value tensors of every layer for ``prefixes`` (one batch, right-padded to
         the longest; a row's padding is masked out wherever its keys are read)."""
-        import torch
+        from sftlab.models.generation import prefix_kv
 
-        width = max(len(p) for p in prefixes)
-        ids = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for g, prefix in enumerate(prefixes):
-            ids[g, :len(prefix)] = torch.tensor(prefix)
-        with torch.inference_mode():  # right padding: no real token sees a pad (causal)
-            out = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
-        return [(k, v) for k, v, *_ in out.past_key_values]
+        return prefix_kv(self.model, prefixes, self.device)
 
     def _score_lone_prefixes(self, groups: list[tuple[list[int], list[_Row]]],
                              results: list[LoglikelihoodResult | None]) -> None:
@@ -295,13 +289,14 @@ class HFBackend:
         """Log-probabilities [end - start, vocab] at each row's scored positions.
 
         Where the model's logits are its output embedding applied to its decoder's last
-        hidden state (checked once, on this very batch, against the model's own forward
-        pass), the head runs at the scored positions only, not at the padding between
-        them; otherwise the model computes logits from the first scored position on."""
+        hidden state (checked once per backend, on the first row scored, against the
+        model's own forward pass), the head runs at the scored positions only, not at the
+        padding between them; otherwise the model computes logits from the first scored
+        position on."""
         import torch
 
         if self._head_at_positions is None:
-            self._head_at_positions = self._check_head(inputs, spans)
+            self._head_at_positions = self._check_head(inputs["input_ids"][:1])
         if self._head_at_positions:
             hidden = self.model.get_decoder()(**inputs).last_hidden_state
             rows = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
@@ -316,30 +311,17 @@ class HFBackend:
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         return [logprobs[b, s - lo:e - lo] for b, (s, e) in enumerate(spans)]
 
-    def _check_head(self, inputs: dict[str, Any], spans: list[tuple[int, int]]) -> bool:
+    def _check_head(self, ids: Any) -> bool:
         """Whether head(decoder(x)) gives the model's logits (no logit scaling, soft-capping
-        or other step after the output embedding), tried on one row of ``inputs``."""
+        or other step after the output embedding), tried on the token row ``ids``."""
         import torch
 
         try:
             decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        except (AttributeError, NotImplementedError):
-            return False
-        if decoder is None or head is None:
-            return False
-        b = max(range(len(spans)), key=lambda i: spans[i][1])
-        one = {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in inputs.items()
-               if k != "cache"}
-        return self._check_head_plain(decoder, head, one)
-
-    def _check_head_plain(self, decoder: Any, head: Any, one: dict[str, Any]) -> bool:
-        import torch
-
-        ids = one["input_ids"]
-        plain = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        try:
-            want = self.model(**plain).logits[0]
-            got = head(decoder(**plain).last_hidden_state)[0]
+            if decoder is None or head is None:
+                return False
+            want = self.model(input_ids=ids).logits[0]
+            got = head(decoder(input_ids=ids).last_hidden_state)[0]
         except Exception:  # noqa: BLE001 - any failure: use the model's own forward pass
             return False
         return want.shape == got.shape and bool(torch.allclose(want, got, atol=1e-4, rtol=1e-4))
