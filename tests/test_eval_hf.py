@@ -108,14 +108,17 @@ def test_logits_at_scored_positions_only_where_the_head_is_checked(backend, monk
     scored by its own forward pass, and both ways equal the naive pass."""
     import torch
 
+    from sftlab.models.runtime import plain_head
+
+    row = torch.tensor([backend.encode("A short check row")])
     reqs = requests()
-    assert backend._check_head(torch.tensor([backend.encode("A short check row")]))
+    assert plain_head(backend.model, row)
     monkeypatch.setattr(backend, "_head_at_positions", False)
     assert_naive(backend, reqs, backend.loglikelihood(reqs))
     head = backend.model.get_output_embeddings()
     monkeypatch.setattr(backend.model, "get_output_embeddings",
                         lambda: lambda h: 2.0 * head(h))
-    assert not backend._check_head(torch.tensor([backend.encode("A short check row")]))
+    assert not plain_head(backend.model, row)
 
 
 def test_single_token_choices_share_a_row(backend):

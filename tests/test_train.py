@@ -137,6 +137,7 @@ def test_prompt_tokens_carry_no_loss(tiny_llama, tmp_path):
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     model = trainer.model
+    assert model.sftlab_labelled_head  # CPU: the head runs at labelled positions only
     captured = {}
 
     def keep_grad(module, args, output):

@@ -148,3 +148,30 @@ def _looks_local(path: str) -> bool:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def plain_head(model: Any, ids: Any) -> bool:
+    """Whether ``head(decoder(x))`` gives ``model``'s own logits on the token row ``ids``
+    (``[1, T]``): no logit scaling, soft-capping or other step after the output embedding.
+
+    Code that applies the output head itself, at the positions it needs only (the hf
+    backend's scored positions, training's labelled positions), asks this once and
+    otherwise uses the model's own forward pass. Tried without gradients in eval mode
+    (dropout off); the model's mode is restored.
+    """
+    import torch
+
+    training = model.training
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if decoder is None or head is None:
+            return False
+        model.eval()
+        with torch.no_grad():
+            want = model(input_ids=ids).logits[0]
+            got = head(decoder(input_ids=ids).last_hidden_state)[0]
+    except Exception:  # noqa: BLE001 - any failure: use the model's own forward pass
+        return False
+    finally:
+        model.train(training)
+    return want.shape == got.shape and bool(torch.allclose(want, got, atol=1e-4, rtol=1e-4))

@@ -2,7 +2,8 @@
 
 What sftlab adds to TRL is small: the :class:`~sftlab.train.batching.StepBatchSampler`
 (length-grouped optimizer steps whose content does not depend on the
-micro-batch split) and the mapping from a :class:`TrainConfig` to ``SFTConfig`` /
+micro-batch split), the output head at labelled positions only on CPU
+(:mod:`sftlab.train.head`) and the mapping from a :class:`TrainConfig` to ``SFTConfig`` /
 ``LoraConfig``. Loss: TRL's completion-only loss on pre-tokenised prompt-completion data
 (:mod:`sftlab.train.data`: the rendered prompt is masked, EOS ends each response),
 normalised by the number of response tokens in the whole optimizer step across
@@ -30,6 +31,7 @@ from sftlab.train.batching import StepBatchSampler
 from sftlab.train.callbacks import LossProgressCallback
 from sftlab.train.config import TrainConfig
 from sftlab.train.data import to_dataset
+from sftlab.train.head import add_labelled_head
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ class SftlabSFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose training batches come from :class:`StepBatchSampler`."""
 
     sftlab_group_by_length: bool = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        add_labelled_head(model)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -295,8 +295,10 @@ class HFBackend:
         position on."""
         import torch
 
+        from sftlab.models.runtime import plain_head
+
         if self._head_at_positions is None:
-            self._head_at_positions = self._check_head(inputs["input_ids"][:1])
+            self._head_at_positions = plain_head(self.model, inputs["input_ids"][:1])
         if self._head_at_positions:
             hidden = self.model.get_decoder()(**inputs).last_hidden_state
             rows = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
@@ -310,21 +312,6 @@ class HFBackend:
         logits = self.model(**inputs, logits_to_keep=keep).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         return [logprobs[b, s - lo:e - lo] for b, (s, e) in enumerate(spans)]
-
-    def _check_head(self, ids: Any) -> bool:
-        """Whether head(decoder(x)) gives the model's logits (no logit scaling, soft-capping
-        or other step after the output embedding), tried on the token row ``ids``."""
-        import torch
-
-        try:
-            decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
-            if decoder is None or head is None:
-                return False
-            want = self.model(input_ids=ids).logits[0]
-            got = head(decoder(input_ids=ids).last_hidden_state)[0]
-        except Exception:  # noqa: BLE001 - any failure: use the model's own forward pass
-            return False
-        return want.shape == got.shape and bool(torch.allclose(want, got, atol=1e-4, rtol=1e-4))
 
     # ------------------------------------------------------------------ generation
 
