@@ -77,7 +77,7 @@ class HFBackend:
         self.batch_size = batch_size or (64 if on_gpu else 32)
         self.max_batch_tokens = max_batch_tokens or (32768 if on_gpu else 8192)
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 4096) or 4096)
-        self._head_at_positions: bool | None = None  # see _scored_logprobs
+        self._head_at_positions: bool | None = None  # see _scored_logits
         # what one more model call costs, in tokens of work (batches trade padding for
         # calls). CPU: measured on SmolLM2-135M, 2 cores (HellaSwag 0-shot, 150 items: 34-37 s
         # at 256, 41 s at 32, 128 or 1024). GPU: a guess (kernel launches dwarf a token).
@@ -273,20 +273,30 @@ class HFBackend:
         if kv is not None:  # without a prefix, rows are right-padded: causality hides the pads
             inputs["attention_mask"] = mask.to(self.device)
         with torch.inference_mode():
-            scored = self._scored_logprobs(inputs, spans)
-        for b, row in enumerate(batch):
-            end = spans[b][1] - spans[b][0]  # index into the row's scored positions, exclusive
+            logits = self._scored_logits(inputs, spans)
+            # each target's positions among the scored ones, and its tokens
+            positions, tokens, offset = [], [], 0
+            for (start, end), row in zip(spans, batch, strict=True):
+                offset += end - start
+                for t in row.targets:
+                    positions.extend(range(offset - len(t.tokens), offset))
+                    tokens.extend(t.tokens)
+            at = torch.tensor(positions, device=logits.device)
+            want = torch.tensor(tokens, device=logits.device)
+            # log p = logit - logsumexp: no full log-softmax over the vocabulary is written
+            logprobs = (logits[at, want] - torch.logsumexp(logits, -1)[at]).cpu()
+            hits = (logits.argmax(-1)[at] == want).cpu()
+        k = 0
+        for row in batch:
             for t in row.targets:
                 n = len(t.tokens)
-                lp = scored[b][end - n : end]
-                want = torch.tensor(t.tokens)
-                total = lp.gather(1, want.unsqueeze(1)).sum().item()
-                greedy = bool((lp.argmax(-1) == want).all())
-                results[t.request] = LoglikelihoodResult(total, greedy, n)
+                results[t.request] = LoglikelihoodResult(logprobs[k:k + n].sum().item(),
+                                                         bool(hits[k:k + n].all()), n)
+                k += n
 
-    def _scored_logprobs(self, inputs: dict[str, Any],
-                         spans: list[tuple[int, int]]) -> list[Any]:
-        """Log-probabilities [end - start, vocab] at each row's scored positions.
+    def _scored_logits(self, inputs: dict[str, Any], spans: list[tuple[int, int]]) -> Any:
+        """Float logits [sum of span lengths, vocab] at each row's scored positions, the
+        rows' spans one after another.
 
         Where the model's logits are its output embedding applied to its decoder's last
         hidden state (checked once per backend, on the first row scored, against the
@@ -303,15 +313,12 @@ class HFBackend:
             hidden = self.model.get_decoder()(**inputs).last_hidden_state
             rows = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
             cols = torch.cat([torch.arange(s, e) for s, e in spans])
-            logits = self.model.get_output_embeddings()(hidden[rows.to(hidden.device),
-                                                               cols.to(hidden.device)])
-            flat = torch.log_softmax(logits.float(), dim=-1).cpu()
-            return list(flat.split([e - s for s, e in spans]))
+            return self.model.get_output_embeddings()(
+                hidden[rows.to(hidden.device), cols.to(hidden.device)]).float()
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
         keep = torch.arange(lo, hi, device=self.device)
         logits = self.model(**inputs, logits_to_keep=keep).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        return [logprobs[b, s - lo:e - lo] for b, (s, e) in enumerate(spans)]
+        return torch.cat([logits[b, s - lo:e - lo] for b, (s, e) in enumerate(spans)]).float()
 
     # ------------------------------------------------------------------ generation
 
