@@ -62,12 +62,16 @@ def test_loglikelihood_equals_naive(backend, monkeypatch):
     assert len(calls) == 1 and calls[0] >= len(backend.encode(SHOTS)) - 2
 
 
-def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypatch):
-    """HellaSwag 0-shot: four multi-token endings of one long context share its KV."""
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypatch, plain):
+    """HellaSwag 0-shot: four multi-token endings of one long context share its KV. Where
+    the head applies apart (``plain``), the whole context is cached and its last hidden
+    state scores each ending's first token; else each ending's row repeats its last token."""
     calls = []
     original = backend._prefix_cache
+    monkeypatch.setattr(backend, "_head_at_positions", plain)
     monkeypatch.setattr(backend, "_prefix_cache",
-                        lambda ps: calls.extend(len(p) for p in ps) or original(ps))
+                        lambda ps, **k: calls.extend(len(p) for p in ps) or original(ps, **k))
     contexts = [f"Scene {i}: a person walks into the garden and looks at the {i} flowers, then"
                 for i in range(3)]
     endings = ENDINGS
@@ -75,7 +79,25 @@ def test_a_lone_context_with_several_endings_is_computed_once(backend, monkeypat
     results = backend.loglikelihood(reqs)
     assert_naive(backend, reqs, results)
     lengths = [len(backend.encode_pair(c, endings[0])[0]) for c in contexts]
-    assert sorted(calls) == sorted(n - 1 for n in lengths)  # each context once, as a prefix
+    # each context once, as a prefix
+    assert sorted(calls) == sorted(n - (0 if plain else 1) for n in lengths)
+
+
+def test_single_token_endings_of_a_cached_context_need_no_row(backend, monkeypatch):
+    """A lone context with multi-token and single-token continuations: the single-token
+    ones are scored from the context's last hidden state alone, without a row of their own."""
+    contexts = [f"Scene {i}: a person walks into the garden and looks at the {i} flowers, then"
+                for i in range(2)]
+    endings = [*ENDINGS, " a", " the"]
+    reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
+    assert sum(len(backend.encode_pair(r.context, r.continuation)[1]) == 1 for r in reqs) >= 2
+    rows = []
+    score = backend._score_batch
+    monkeypatch.setattr(backend, "_score_batch", lambda batch, *a, **k: rows.extend(
+        batch) or score(batch, *a, **k))
+    results = backend.loglikelihood(reqs)
+    assert_naive(backend, reqs, results)
+    assert backend._head_at_positions and all(r.tokens for r in rows)
 
 
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
@@ -86,8 +108,8 @@ def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch
     backend = HFBackend(str(request.getfixturevalue(arch)), batch_size=8)
     calls, batches = [], []
     original, score = backend._prefix_cache, backend._score_batch
-    monkeypatch.setattr(backend, "_prefix_cache", lambda ps: calls.append(
-        [len(p) for p in ps]) or original(ps))
+    monkeypatch.setattr(backend, "_prefix_cache", lambda ps, **k: calls.append(
+        [len(p) for p in ps]) or original(ps, **k))
     monkeypatch.setattr(backend, "_score_batch", lambda batch, *a, **k: batches.append(
         len(batch)) or score(batch, *a, **k))
     contexts = [f"Scene {i}: a person walks into the{' big' * i} garden and looks at the {i} "
@@ -96,8 +118,8 @@ def test_lone_contexts_are_computed_several_at_a_time(arch, request, monkeypatch
     reqs = [LoglikelihoodRequest(c, e) for c in contexts for e in endings]
     results = backend.loglikelihood(reqs)
     assert_naive(backend, reqs, results)
-    lengths = sorted(len(backend.encode_pair(c, endings[0])[0]) - 1 for c in contexts)
-    assert sorted(n for call in calls for n in call) == lengths  # each context once
+    lengths = sorted(len(backend.encode_pair(c, endings[0])[0]) for c in contexts)
+    assert sorted(n for call in calls for n in call) == lengths  # each whole context once
     assert len(calls) < len(contexts)  # several items' contexts per forward pass
     assert len(batches) < len(contexts) and max(batches) > len(endings)  # endings batched too
 

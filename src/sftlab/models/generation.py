@@ -206,18 +206,26 @@ def shared_prefix_length(id_lists: list[list[int]]) -> int:
     return n
 
 
-def prefix_kv(model: Any, prefixes: list[list[int]],
-              device: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def prefix_kv(model: Any, prefixes: list[list[int]], device: Any, *,
+              last_hidden: bool = False):
     """Keys and values [len(prefixes), heads, longest, dim] of ``prefixes``, per layer: one
     forward pass, right-padded (causality keeps every real token from seeing a pad; a
-    reader masks the pads out), the logits of the last position only."""
+    reader masks the pads out), the logits of the last position only.
+
+    With ``last_hidden``: ``(keys and values, hidden)``, from the decoder alone,
+    ``hidden[g]`` its last hidden state at prefix ``g``'s own last token (no head)."""
     width = max(len(p) for p in prefixes)
     ids = torch.zeros((len(prefixes), width), dtype=torch.long)
     for g, prefix in enumerate(prefixes):
         ids[g, :len(prefix)] = torch.tensor(prefix)
     with torch.inference_mode():
-        out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        if not last_hidden:
+            out = model(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
+            return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        out = model.get_decoder()(input_ids=ids.to(device), use_cache=True)
+        ends = torch.tensor([len(p) - 1 for p in prefixes], device=out.last_hidden_state.device)
+        hidden = out.last_hidden_state[torch.arange(len(prefixes), device=ends.device), ends]
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers], hidden
 
 
 def _with_shared_prefix(model: Any, rows: list[GenRow], shared: int, pad: int, device: Any):

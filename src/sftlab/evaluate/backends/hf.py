@@ -132,8 +132,12 @@ class HFBackend:
         lone: list[tuple[list[int], list[_Row]]] = []
         for prefix_len, contexts in self._clusters(sorted(by_context)):
             alone = prefix_len == 0 and self._shares_within(contexts[0], by_context, pairs)
-            if alone:
-                prefix_len = len(contexts[0]) - 1  # e.g. HellaSwag 0-shot: 4 endings, 1 context
+            if alone:  # e.g. HellaSwag 0-shot: 4 endings, 1 context
+                # the whole context is the prefix when the head can be applied to its last
+                # hidden state (which then predicts every ending's first token), else all
+                # but its last token, which each ending's row repeats
+                whole = self._head_applies(contexts[0])
+                prefix_len = len(contexts[0]) - (0 if whole else 1)
             rows = [row for c in contexts for row in self._rows(c, prefix_len, by_context[c], pairs)]
             if prefix_len == 0:
                 loose += rows
@@ -195,12 +199,25 @@ class HFBackend:
                 rows.append(_Row(suffix + cont[:-1], [_Target(i, cont)]))
         return rows
 
-    def _prefix_cache(self, prefixes: list[list[int]]) -> list[tuple[Any, Any]]:
+    def _head_applies(self, ids: tuple[int, ...]) -> bool:
+        """Whether the output head may run on chosen hidden states (checked once, on
+        ``ids``): see :func:`sftlab.models.runtime.plain_head`."""
+        if self._head_at_positions is None:
+            import torch
+
+            from sftlab.models.runtime import plain_head
+
+            row = torch.tensor([list(ids[:16])], device=self.device)
+            self._head_at_positions = plain_head(self.model, row)
+        return self._head_at_positions
+
+    def _prefix_cache(self, prefixes: list[list[int]], last_hidden: bool = False) -> Any:
         """Key/value tensors of every layer for ``prefixes`` (one batch, right-padded to
-        the longest; a row's padding is masked out wherever its keys are read)."""
+        the longest; a row's padding is masked out wherever its keys are read); with
+        ``last_hidden``, also each prefix's last hidden state (``prefix_kv``)."""
         from sftlab.models.generation import prefix_kv
 
-        return prefix_kv(self.model, prefixes, self.device)
+        return prefix_kv(self.model, prefixes, self.device, last_hidden=last_hidden)
 
     def _score_lone_prefixes(self, groups: list[tuple[list[int], list[_Row]]],
                              results: list[LoglikelihoodResult | None]) -> None:
@@ -215,15 +232,32 @@ class HFBackend:
                              0, self.call_cost_tokens)
         for i, j in cuts:
             chunk = groups[i:j]
-            kv = self._prefix_cache([prefix for prefix, _ in chunk])
+            prefixes = [prefix for prefix, _ in chunk]
+            # a lone prefix is a whole context only where the head applies (loglikelihood)
+            kv, last = (self._prefix_cache(prefixes, last_hidden=True)
+                        if self._head_at_positions else (self._prefix_cache(prefixes), None))
             width = len(chunk[0][0])
             owner = {id(row): g for g, (_, rows) in enumerate(chunk) for row in rows}
-            for batch in self._batches([row for _, rows in chunk for row in rows], width):
+            rows = [row for _, rows in chunk for row in rows]
+            if last is not None:  # the whole context is cached: its last state leads each row
+                self._score_at_lead([r for r in rows if not r.tokens],
+                                    last[[owner[id(r)] for r in rows if not r.tokens]], results)
+                rows = [r for r in rows if r.tokens]
+            for batch in self._batches(rows, width):
                 index = torch.tensor([owner[id(row)] for row in batch], device=self.device)
                 self._score_batch(batch, width,
                                   [(k.index_select(0, index), v.index_select(0, index))
                                    for k, v in kv], results,
-                                  prefix_lens=[len(chunk[owner[id(row)]][0]) for row in batch])
+                                  prefix_lens=[len(chunk[owner[id(row)]][0]) for row in batch],
+                                  leads=None if last is None else last[index])
+
+    def _score_at_lead(self, rows: list[_Row], lead: Any,
+                       results: list[LoglikelihoodResult | None]) -> None:
+        """Rows with no tokens of their own (single-token continuations of a cached
+        context): scored from their context's last hidden state alone."""
+        if rows:
+            self._score_logits(rows, self.model.get_output_embeddings()(lead).float(),
+                               [(-1, 0)] * len(rows), results)
 
     def _batches(self, rows: list[_Row], prefix_len: int) -> list[list[_Row]]:
         """Rows sorted by length (longest first) cut into row- and token-budget batches
@@ -243,10 +277,12 @@ class HFBackend:
 
     def _score_batch(self, batch: list[_Row], prefix_len: int, kv: list[tuple[Any, Any]] | None,
                      results: list[LoglikelihoodResult | None],
-                     prefix_lens: list[int] | None = None) -> None:
+                     prefix_lens: list[int] | None = None, leads: Any = None) -> None:
         """Score a batch of rows after a prefix of ``prefix_len`` cached positions: one
         prefix for all (``kv`` of batch 1), or each row its own (``kv`` of the batch's size,
-        row ``b``'s prefix ``prefix_lens[b]`` tokens long, the rest padding)."""
+        row ``b``'s prefix ``prefix_lens[b]`` tokens long, the rest padding). With
+        ``leads`` (``[batch, hidden]``: the last hidden state of each row's prefix), the
+        prefix's last position is each row's first scored one."""
         import torch
         from transformers import DynamicCache
 
@@ -259,7 +295,7 @@ class HFBackend:
             ids[b, : len(row.tokens)] = torch.tensor(row.tokens)
             mask[b, :own[b]] = 1
             mask[b, prefix_len : prefix_len + len(row.tokens)] = 1
-        # scored positions: the last len(target) positions of each row
+        # scored positions: the last len(target) positions of each row (-1: the lead)
         spans = [(len(r.tokens) - max(len(t.tokens) for t in r.targets), len(r.tokens))
                  for r in batch]
         kwargs: dict[str, Any] = {}
@@ -273,19 +309,26 @@ class HFBackend:
         if kv is not None:  # without a prefix, rows are right-padded: causality hides the pads
             inputs["attention_mask"] = mask.to(self.device)
         with torch.inference_mode():
-            logits = self._scored_logits(inputs, spans)
-            # each target's positions among the scored ones, and its tokens
-            positions, tokens, offset = [], [], 0
-            for (start, end), row in zip(spans, batch, strict=True):
-                offset += end - start
-                for t in row.targets:
-                    positions.extend(range(offset - len(t.tokens), offset))
-                    tokens.extend(t.tokens)
-            at = torch.tensor(positions, device=logits.device)
-            want = torch.tensor(tokens, device=logits.device)
-            # log p = logit - logsumexp: no full log-softmax over the vocabulary is written
-            logprobs = (logits[at, want] - torch.logsumexp(logits, -1)[at]).cpu()
-            hits = (logits.argmax(-1)[at] == want).cpu()
+            self._score_logits(batch, self._scored_logits(inputs, spans, leads), spans, results)
+
+    @staticmethod
+    def _score_logits(batch: list[_Row], logits: Any, spans: list[tuple[int, int]],
+                      results: list[LoglikelihoodResult | None]) -> None:
+        """Each target's summed log-probability and greedy flag from ``logits`` at the
+        rows' scored positions (``spans``, one after another)."""
+        import torch
+
+        positions, tokens, offset = [], [], 0
+        for (start, end), row in zip(spans, batch, strict=True):
+            offset += end - start
+            for t in row.targets:
+                positions.extend(range(offset - len(t.tokens), offset))
+                tokens.extend(t.tokens)
+        at = torch.tensor(positions, device=logits.device)
+        want = torch.tensor(tokens, device=logits.device)
+        # log p = logit - logsumexp: no full log-softmax over the vocabulary is written
+        logprobs = (logits[at, want] - torch.logsumexp(logits, -1)[at]).cpu()
+        hits = (logits.argmax(-1)[at] == want).cpu()
         k = 0
         for row in batch:
             for t in row.targets:
@@ -294,9 +337,11 @@ class HFBackend:
                                                          bool(hits[k:k + n].all()), n)
                 k += n
 
-    def _scored_logits(self, inputs: dict[str, Any], spans: list[tuple[int, int]]) -> Any:
+    def _scored_logits(self, inputs: dict[str, Any], spans: list[tuple[int, int]],
+                       leads: Any = None) -> Any:
         """Float logits [sum of span lengths, vocab] at each row's scored positions, the
-        rows' spans one after another.
+        rows' spans one after another (a span starting at -1 starts with the row's lead,
+        the hidden state ``leads[b]``).
 
         Where the model's logits are its output embedding applied to its decoder's last
         hidden state (checked once per backend, on the first row scored, against the
@@ -305,12 +350,11 @@ class HFBackend:
         position on."""
         import torch
 
-        from sftlab.models.runtime import plain_head
-
-        if self._head_at_positions is None:
-            self._head_at_positions = plain_head(self.model, inputs["input_ids"][:1])
-        if self._head_at_positions:
+        if self._head_applies(tuple(inputs["input_ids"][0].tolist())):
             hidden = self.model.get_decoder()(**inputs).last_hidden_state
+            if leads is not None:  # position -1 of each row: its lead
+                hidden = torch.cat([leads[:, None].to(hidden.dtype), hidden], dim=1)
+                spans = [(s + 1, e + 1) for s, e in spans]
             rows = torch.cat([torch.full((e - s,), b) for b, (s, e) in enumerate(spans)])
             cols = torch.cat([torch.arange(s, e) for s, e in spans])
             return self.model.get_output_embeddings()(
