@@ -7,7 +7,8 @@ similar spread of lengths), the same hyperparameters (effective batch, micro-bat
 learning rate, schedule, epochs, seed, precision, max length), trained three ways:
 
 * ``sftlab``: ``sftlab.train`` (length-grouped optimizer steps, prompt/completion
-  tokenised apart, TRL ``SFTTrainer`` underneath);
+  tokenised apart, on CPU the loss's output head at labelled positions only, TRL
+  ``SFTTrainer`` underneath);
 * ``trl-default``: TRL ``SFTTrainer`` on prompt/completion data with its default
   batching (random order, pad to the longest in each micro-batch);
 * ``trl-packed``: TRL with ``packing=True`` (BFD) + ``padding_free=True``; the
