@@ -84,8 +84,6 @@ def add_labelled_head(model: Any) -> bool:
 def labelled_logprobs(hidden: torch.Tensor, head: Any, targets: torch.Tensor):
     """(log-probability of each target, entropy, whether the target is the argmax) for
     hidden states ``[N, H]`` through ``head``; only the log-probabilities carry gradients."""
-    if hidden.shape[0] == 0:
-        return _tile(hidden, head, targets)
     per_tile = max(1, TILE_ELEMENTS // head.weight.shape[0])
     if hidden.shape[0] <= per_tile:
         return _tile(hidden, head, targets)

@@ -199,15 +199,16 @@ class HFBackend:
                 rows.append(_Row(suffix + cont[:-1], [_Target(i, cont)]))
         return rows
 
-    def _head_applies(self, ids: tuple[int, ...]) -> bool:
-        """Whether the output head may run on chosen hidden states (checked once, on
-        ``ids``): see :func:`sftlab.models.runtime.plain_head`."""
+    def _head_applies(self, ids: Any) -> bool:
+        """Whether the output head may run on chosen hidden states (checked once, on the
+        token row ``ids``, a sequence or 1-D tensor): see
+        :func:`sftlab.models.runtime.plain_head`."""
         if self._head_at_positions is None:
             import torch
 
             from sftlab.models.runtime import plain_head
 
-            row = torch.tensor([list(ids[:16])], device=self.device)
+            row = torch.as_tensor(ids[:16]).reshape(1, -1).to(self.device)
             self._head_at_positions = plain_head(self.model, row)
         return self._head_at_positions
 
@@ -235,7 +236,7 @@ class HFBackend:
             prefixes = [prefix for prefix, _ in chunk]
             # a lone prefix is a whole context only where the head applies (loglikelihood)
             kv, last = (self._prefix_cache(prefixes, last_hidden=True)
-                        if self._head_at_positions else (self._prefix_cache(prefixes), None))
+                        if self._head_applies(prefixes[0]) else (self._prefix_cache(prefixes), None))
             width = len(chunk[0][0])
             owner = {id(row): g for g, (_, rows) in enumerate(chunk) for row in rows}
             rows = [row for _, rows in chunk for row in rows]
@@ -350,7 +351,7 @@ class HFBackend:
         position on."""
         import torch
 
-        if self._head_applies(tuple(inputs["input_ids"][0].tolist())):
+        if self._head_applies(inputs["input_ids"][0]):
             hidden = self.model.get_decoder()(**inputs).last_hidden_state
             if leads is not None:  # position -1 of each row: its lead
                 hidden = torch.cat([leads[:, None].to(hidden.dtype), hidden], dim=1)
